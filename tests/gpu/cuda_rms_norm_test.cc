@@ -43,7 +43,8 @@ class DeviceBuffer {
 std::vector<float> RandomVector(size_t count, std::mt19937& rng, float scale) {
   std::normal_distribution<float> normal(0.f, scale);
   std::vector<float> values(count);
-  for (float& v : values) v = normal(rng);
+  for (float& v : values)
+    v = normal(rng);
   return values;
 }
 
