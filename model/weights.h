@@ -73,6 +73,8 @@ class Checkpoint {
   std::vector<std::string> Names() const;
 
  private:
+  const SafetensorsFile* FileOf(const TensorView* view) const;
+
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*> index_;
 };

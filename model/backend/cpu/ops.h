@@ -1,0 +1,27 @@
+// The CPU reference kernels (fp32). Each GPU kernel is tested against its function here.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace gistmem::model {
+
+// out = x * rsqrt(mean(x^2) + eps) * weight, per row of `dim` values. out may alias x.
+void RmsNorm(const float* x, const float* weight, float* out, int64_t rows, int64_t dim, float eps);
+
+// y[rows, out_dim] = x[rows, in_dim] * w[out_dim, in_dim]^T (+ bias), through BLAS.
+void Linear(const float* x, const float* w, const float* bias, float* y, int64_t rows,
+            int64_t in_dim, int64_t out_dim);
+
+// Rotates each head of each row in place by its position, in the "rotate half" layout
+// transformers uses: pairs are (i, i + head_dim / 2) with angle position * inv_freq[i].
+void ApplyRope(float* x, std::span<const int64_t> positions, int64_t num_heads, int64_t head_dim,
+               std::span<const float> inv_freq);
+
+// gate[i] = silu(gate[i]) * up[i].
+void SiluMul(float* gate, const float* up, int64_t count);
+
+// In-place softmax of `count` values.
+void Softmax(float* values, int64_t count);
+
+}  // namespace gistmem::model
