@@ -15,7 +15,8 @@ __global__ void RmsNormKernel(const float* x, const float* weight, float* out, i
   const float* row = x + blockIdx.x * dim;
   float* out_row = out + blockIdx.x * dim;
   float sum = 0.f;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += row[i] * row[i];
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+    sum += row[i] * row[i];
   partial[threadIdx.x] = sum;
   __syncthreads();
   for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
@@ -23,7 +24,8 @@ __global__ void RmsNormKernel(const float* x, const float* weight, float* out, i
     __syncthreads();
   }
   const float scale = rsqrtf(partial[0] / static_cast<float>(dim) + eps);
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out_row[i] = row[i] * scale * weight[i];
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+    out_row[i] = row[i] * scale * weight[i];
 }
 
 }  // namespace
