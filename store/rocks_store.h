@@ -1,0 +1,83 @@
+// Store on RocksDB: column families `sessions`, `transcript`, `kv` and `documents` (keys in
+// store/keys.h), every value in the checksummed envelope of store/record_codec.h, one synced
+// WriteBatch per change.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "rocksdb/db.h"
+#include "rocksdb/env.h"
+#include "store/session_locks.h"
+#include "store/store.h"
+
+namespace gistmem::store {
+
+struct RocksStoreOptions {
+  bool create_if_missing = true;
+  // Where RocksDB does its file I/O (tests pass one that injects faults); must outlive the
+  // store. nullptr: the default.
+  rocksdb::Env* env = nullptr;
+};
+
+class RocksStore final : public Store {
+ public:
+  // Opens (or creates) the database at `path` with all column families and paranoid checks.
+  // NOT_FOUND when it is missing and !create_if_missing; FAILED_PRECONDITION when its format
+  // marker says a newer build wrote it.
+  static absl::StatusOr<std::unique_ptr<RocksStore>> Open(const std::filesystem::path& path,
+                                                          const RocksStoreOptions& options = {});
+  ~RocksStore() override;
+  RocksStore(const RocksStore&) = delete;
+  RocksStore& operator=(const RocksStore&) = delete;
+
+  absl::Status CreateSession(const SessionRecord& record) override;
+  absl::StatusOr<SessionRecord> GetSession(std::string_view tenant,
+                                           std::string_view session_id) const override;
+  absl::StatusOr<SessionPage> ListSessions(std::string_view tenant, int page_size,
+                                           std::string_view page_token) const override;
+  absl::Status DeleteSession(std::string_view tenant, std::string_view session_id) override;
+  absl::StatusOr<SessionRecord> ForkSession(std::string_view tenant,
+                                            std::string_view source_session_id,
+                                            std::string_view new_session_id) override;
+  absl::Status CommitTurn(const TurnCommit& commit) override;
+  absl::StatusOr<std::vector<TurnRecord>> LoadTranscript(
+      std::string_view tenant, std::string_view session_id) const override;
+  absl::StatusOr<std::vector<KvSegment>> LoadKvSegments(std::string_view tenant,
+                                                        std::string_view session_id) const override;
+  absl::StatusOr<SessionStorageStats> Stats(std::string_view tenant,
+                                            std::string_view session_id) const override;
+
+ private:
+  // Called for each key/value under a prefix; a non-OK status stops the scan and is returned.
+  using Visitor = absl::FunctionRef<absl::Status(std::string_view key, std::string_view value)>;
+
+  RocksStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles);
+
+  // The raw value, nothing when absent.
+  absl::StatusOr<std::optional<std::string>> ReadValue(rocksdb::ColumnFamilyHandle* family,
+                                                       const std::string& key,
+                                                       const rocksdb::Snapshot* snapshot) const;
+  // NOT_FOUND when absent, DATA_LOSS when damaged or filed under another key.
+  absl::StatusOr<SessionRecord> ReadSession(std::string_view tenant, std::string_view session_id,
+                                            const rocksdb::Snapshot* snapshot) const;
+  absl::Status RequireSession(std::string_view tenant, std::string_view session_id,
+                              const rocksdb::Snapshot* snapshot) const;
+  absl::Status ScanPrefix(rocksdb::ColumnFamilyHandle* family, const std::string& prefix,
+                          const rocksdb::Snapshot* snapshot, Visitor visit) const;
+  absl::Status WriteSynced(rocksdb::WriteBatch& batch, std::string_view what);
+
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // all open families, destroyed on close
+  rocksdb::ColumnFamilyHandle* sessions_ = nullptr;
+  rocksdb::ColumnFamilyHandle* transcript_ = nullptr;
+  rocksdb::ColumnFamilyHandle* kv_ = nullptr;
+  SessionLocks locks_;
+};
+
+}  // namespace gistmem::store
