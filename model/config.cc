@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <numbers>
+#include <set>
 #include <sstream>
 
 namespace gistmem::model {
@@ -11,179 +13,391 @@ namespace {
 
 using nlohmann::json;
 
+// Messages carry no file name here; FromJson and FromFile prefix the source.
 [[noreturn]] void Fail(const std::string& message) {
-  throw ConfigError("config.json: " + message);
+  throw ConfigError(message);
 }
 
-// Reads an integer key; `fallback` when absent (or null) unless required.
-int64_t IntKey(const json& j, const std::string& key, std::optional<int64_t> fallback) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) {
-    if (!fallback) Fail("missing required key \"" + key + "\"");
-    return *fallback;
+std::string Quoted(const std::string& text) {
+  return "\"" + text + "\"";
+}
+
+// Typed access to one JSON object; keys are named with their path ("rope_scaling.factor")
+// so an error points at the exact spot. Absent and null keys read as std::nullopt.
+class ConfigObject {
+ public:
+  ConfigObject(const json& object, std::string prefix)
+      : object_(object), prefix_(std::move(prefix)) {}
+
+  const json* Find(const std::string& key) const {
+    const auto it = object_.find(key);
+    return it == object_.end() || it->is_null() ? nullptr : &*it;
   }
-  if (!it->is_number_integer()) Fail("\"" + key + "\" must be an integer, got " + it->dump());
-  return it->get<int64_t>();
-}
+  std::string Name(const std::string& key) const { return Quoted(prefix_ + key); }
 
-double NumberKey(const json& j, const std::string& key, double fallback) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_number()) Fail("\"" + key + "\" must be a number, got " + it->dump());
-  return it->get<double>();
-}
+  std::optional<int64_t> Int(const std::string& key) const {
+    const json* value = Find(key);
+    if (value == nullptr) return std::nullopt;
+    if (!value->is_number_integer()) {
+      Fail(Name(key) + " must be an integer, got " + value->dump());
+    }
+    if (value->is_number_unsigned() &&
+        value->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) {
+      Fail(Name(key) + " is out of range: " + value->dump());
+    }
+    return value->get<int64_t>();
+  }
 
-bool BoolKey(const json& j, const std::string& key, bool fallback) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_boolean()) Fail("\"" + key + "\" must be true or false, got " + it->dump());
-  return it->get<bool>();
-}
+  int64_t RequiredInt(const std::string& key) const {
+    const std::optional<int64_t> value = Int(key);
+    if (!value) Fail("missing required key " + Name(key));
+    return *value;
+  }
 
-std::string StringKey(const json& j, const std::string& key, const std::string& fallback) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_string()) Fail("\"" + key + "\" must be a string, got " + it->dump());
-  return it->get<std::string>();
-}
+  std::optional<double> Number(const std::string& key) const {
+    const json* value = Find(key);
+    if (value == nullptr) return std::nullopt;
+    if (!value->is_number()) Fail(Name(key) + " must be a number, got " + value->dump());
+    return value->get<double>();
+  }
 
-// bos/eos ids may be an integer, a list of integers, or null.
-std::vector<int64_t> TokenIds(const json& j, const std::string& key) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return {};
-  if (it->is_number_integer()) return {it->get<int64_t>()};
-  if (it->is_array()) {
+  std::optional<bool> Bool(const std::string& key) const {
+    const json* value = Find(key);
+    if (value == nullptr) return std::nullopt;
+    if (!value->is_boolean()) Fail(Name(key) + " must be true or false, got " + value->dump());
+    return value->get<bool>();
+  }
+
+  std::optional<std::string> String(const std::string& key) const {
+    const json* value = Find(key);
+    if (value == nullptr) return std::nullopt;
+    if (!value->is_string()) Fail(Name(key) + " must be a string, got " + value->dump());
+    return value->get<std::string>();
+  }
+
+  // bos/eos ids: an integer, a list of integers, or null.
+  std::vector<int64_t> TokenIds(const std::string& key) const {
+    const json* value = Find(key);
+    if (value == nullptr) return {};
+    if (value->is_number_integer()) return {*Int(key)};
+    if (!value->is_array()) {
+      Fail(Name(key) + " must be an integer or a list of integers, got " + value->dump());
+    }
     std::vector<int64_t> ids;
-    for (const json& id : *it) {
-      if (!id.is_number_integer()) Fail("\"" + key + "\" must hold integers, got " + it->dump());
+    for (const json& id : *value) {
+      if (!id.is_number_integer()) Fail(Name(key) + " must hold integers, got " + value->dump());
       ids.push_back(id.get<int64_t>());
     }
     return ids;
   }
-  Fail("\"" + key + "\" must be an integer or a list of integers, got " + it->dump());
+
+ private:
+  const json& object_;
+  std::string prefix_;
+};
+
+void RequirePositive(int64_t value, const std::string& key) {
+  if (value <= 0) Fail(Quoted(key) + " must be positive, got " + std::to_string(value));
 }
 
-Architecture ParseArchitecture(const json& j, std::string& model_type) {
-  model_type = StringKey(j, "model_type", "");
-  if (model_type.empty()) Fail("missing required key \"model_type\"");
-  if (model_type == "llama") return Architecture::kLlama;
-  if (model_type == "qwen2") return Architecture::kQwen2;
-  if (model_type == "mistral") return Architecture::kMistral;
-  Fail("unsupported \"model_type\": \"" + model_type + "\" (supported: llama, qwen2, mistral)");
+struct KnownArchitecture {
+  Architecture architecture;
+  const char* model_type;
+  const char* class_name;
+  int64_t default_max_position_embeddings;  // transformers' config default
+};
+
+constexpr KnownArchitecture kKnownArchitectures[] = {
+    {Architecture::kLlama, "llama", "LlamaForCausalLM", 2048},
+    {Architecture::kQwen2, "qwen2", "Qwen2ForCausalLM", 32768},
+    {Architecture::kMistral, "mistral", "MistralForCausalLM", 4096 * 32},
+};
+
+// "model_type" decides; "architectures", when present, must name the causal-LM class of the
+// same family (a classification head, say, has different weights and outputs).
+const KnownArchitecture& ParseArchitecture(const ConfigObject& j) {
+  const KnownArchitecture* found = nullptr;
+  if (const std::optional<std::string> model_type = j.String("model_type")) {
+    for (const KnownArchitecture& known : kKnownArchitectures) {
+      if (*model_type == known.model_type) found = &known;
+    }
+    if (found == nullptr) {
+      Fail("unsupported \"model_type\": " + Quoted(*model_type) +
+           " (supported: llama, qwen2, mistral)");
+    }
+  }
+  if (const json* classes = j.Find("architectures")) {
+    if (!classes->is_array() || classes->empty()) {
+      Fail("\"architectures\" must be a non-empty list of strings, got " + classes->dump());
+    }
+    for (const json& entry : *classes) {
+      if (!entry.is_string()) {
+        Fail("\"architectures\" must be a list of strings, got " + classes->dump());
+      }
+      const std::string name = entry.get<std::string>();
+      const KnownArchitecture* match = nullptr;
+      for (const KnownArchitecture& known : kKnownArchitectures) {
+        if (name == known.class_name) match = &known;
+      }
+      if (match == nullptr) {
+        Fail("unsupported \"architectures\" entry " + Quoted(name) +
+             " (supported: LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)");
+      }
+      if (found != nullptr && found != match) {
+        Fail("\"architectures\" entry " + Quoted(name) +
+             " does not match \"model_type\": " + Quoted(found->model_type));
+      }
+      found = match;
+    }
+  }
+  if (found == nullptr) Fail("missing required key \"model_type\"");
+  return *found;
 }
 
-// RoPE settings live in "rope_parameters" (transformers 5) or in top-level "rope_theta" plus
-// "rope_scaling" (earlier versions). Both carry "rope_type" (older files: "type").
-void ParseRope(const json& j, ModelConfig& config) {
-  const char* scaling_key = "rope_scaling";
-  const json* scaling = nullptr;
-  if (const auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) Fail("\"rope_parameters\" must be an object, got " + it->dump());
-    scaling = &*it;
-    scaling_key = "rope_parameters";
-  } else if (const auto sit = j.find("rope_scaling"); sit != j.end() && !sit->is_null()) {
-    if (!sit->is_object()) Fail("\"rope_scaling\" must be an object, got " + sit->dump());
-    scaling = &*sit;
+// transformers builds the rotary table over head_dim * partial_rotary_factor dimensions;
+// the runtime rotates the whole head.
+void CheckFullRotary(const ConfigObject& j) {
+  const std::optional<double> factor = j.Number("partial_rotary_factor");
+  if (factor && *factor != 1.0) {
+    Fail(j.Name("partial_rotary_factor") + " is " + j.Find("partial_rotary_factor")->dump() +
+         " but only 1.0 (the whole head rotates) is supported");
   }
-  config.rope_theta = NumberKey(j, "rope_theta", 10000.0);
-  if (scaling == nullptr) return;
-  config.rope_theta = NumberKey(*scaling, "rope_theta", config.rope_theta);
-  std::string type = StringKey(*scaling, "rope_type", "");
-  if (type.empty()) type = StringKey(*scaling, "type", "default");
-  const std::string where = std::string("\"") + scaling_key + "\"";
-  if (type == "default") return;
-  if (type != "llama3") {
-    Fail("unsupported RoPE scaling " + where + ".rope_type \"" + type +
-         "\" (supported: default, llama3)");
+}
+
+struct RopeSettings {
+  std::optional<double> theta;
+  std::optional<Llama3RopeScaling> scaling;
+};
+
+// One RoPE object: "rope_parameters" (transformers 5) or "rope_scaling" (earlier). Only the
+// "default" and "llama3" types exist here, and every key must mean something to that type.
+RopeSettings ParseRopeObject(const json& value, const std::string& key) {
+  if (!value.is_object()) Fail(Quoted(key) + " must be an object, got " + value.dump());
+  const ConfigObject rope(value, key + ".");
+  const bool has_rope_type = rope.Find("rope_type") != nullptr;
+  const std::string type_key = has_rope_type ? "rope_type" : "type";
+  const std::string type = rope.String(type_key).value_or("default");
+  if (type != "default" && type != "llama3") {
+    Fail("unsupported RoPE scaling " + rope.Name(type_key) + ": " + Quoted(type) +
+         " (supported: default, llama3)");
   }
+  std::set<std::string> known = {"rope_type", "type", "rope_theta", "partial_rotary_factor"};
+  if (type == "llama3") {
+    known.insert(
+        {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"});
+  }
+  for (const auto& item : value.items()) {
+    if (!known.contains(item.key())) {
+      Fail("unsupported key " + rope.Name(item.key()) + " for RoPE type " + Quoted(type));
+    }
+  }
+  CheckFullRotary(rope);
+
+  RopeSettings settings;
+  settings.theta = rope.Number("rope_theta");
+  if (type == "default") return settings;
+  auto required_number = [&](const std::string& name) {
+    const std::optional<double> number = rope.Number(name);
+    if (!number) Fail("missing required key " + rope.Name(name) + " for RoPE type \"llama3\"");
+    return *number;
+  };
   Llama3RopeScaling s;
-  s.factor = NumberKey(*scaling, "factor", s.factor);
-  s.low_freq_factor = NumberKey(*scaling, "low_freq_factor", s.low_freq_factor);
-  s.high_freq_factor = NumberKey(*scaling, "high_freq_factor", s.high_freq_factor);
-  s.original_max_position_embeddings =
-      IntKey(*scaling, "original_max_position_embeddings", s.original_max_position_embeddings);
+  s.factor = required_number("factor");
+  s.low_freq_factor = required_number("low_freq_factor");
+  s.high_freq_factor = required_number("high_freq_factor");
+  const std::optional<int64_t> old_context = rope.Int("original_max_position_embeddings");
+  if (!old_context) {
+    Fail("missing required key " + rope.Name("original_max_position_embeddings") +
+         " for RoPE type \"llama3\"");
+  }
+  s.original_max_position_embeddings = *old_context;
   if (s.factor <= 0 || s.low_freq_factor <= 0 || s.high_freq_factor <= s.low_freq_factor ||
       s.original_max_position_embeddings <= 0) {
-    Fail(where +
+    Fail(Quoted(key) +
          ": llama3 scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
          "original_max_position_embeddings > 0");
   }
-  config.rope_scaling = s;
+  settings.scaling = s;
+  return settings;
 }
 
-void ParseSlidingWindow(const json& j, ModelConfig& config) {
-  if (config.architecture == Architecture::kQwen2) {
-    // Qwen2 only uses its sliding_window when use_sliding_window is set.
-    if (BoolKey(j, "use_sliding_window", false)) {
-      Fail("\"use_sliding_window\": true is not supported for qwen2");
+// Top-level "rope_theta", "rope_parameters" and "rope_scaling" may each state the RoPE
+// settings; whatever is stated more than once must agree, so no source is silently dropped.
+void ParseRope(const ConfigObject& j, ModelConfig& c) {
+  std::optional<RopeSettings> parameters, scaling;
+  if (const json* value = j.Find("rope_parameters")) {
+    parameters = ParseRopeObject(*value, "rope_parameters");
+  }
+  if (const json* value = j.Find("rope_scaling")) {
+    scaling = ParseRopeObject(*value, "rope_scaling");
+  }
+  CheckFullRotary(j);
+
+  const std::pair<std::optional<double>, const char*> thetas[] = {
+      {j.Number("rope_theta"), "rope_theta"},
+      {parameters ? parameters->theta : std::nullopt, "rope_parameters.rope_theta"},
+      {scaling ? scaling->theta : std::nullopt, "rope_scaling.rope_theta"},
+  };
+  const char* theta_key = nullptr;
+  for (const auto& [theta, key] : thetas) {
+    if (!theta) continue;
+    if (theta_key != nullptr && *theta != c.rope_theta) {
+      Fail(Quoted(theta_key) + " and " + Quoted(key) + " disagree (" +
+           std::to_string(c.rope_theta) + " vs " + std::to_string(*theta) + ")");
     }
-    return;
+    c.rope_theta = *theta;
+    theta_key = key;
   }
-  const auto it = j.find("sliding_window");
-  if (it == j.end() || it->is_null()) return;
-  if (config.architecture != Architecture::kMistral) {
-    Fail("\"sliding_window\" is only supported for mistral");
+  if (!(c.rope_theta > 0)) Fail("\"rope_theta\" must be positive");
+
+  if (parameters && scaling && parameters->scaling != scaling->scaling) {
+    Fail("\"rope_parameters\" and \"rope_scaling\" describe different RoPE scaling");
   }
-  config.sliding_window = IntKey(j, "sliding_window", std::nullopt);
-  if (*config.sliding_window <= 0) Fail("\"sliding_window\" must be positive");
+  c.rope_scaling = parameters ? parameters->scaling : scaling ? scaling->scaling : std::nullopt;
 }
 
-void RequirePositive(int64_t value, const char* key) {
-  if (value <= 0)
-    Fail(std::string("\"") + key + "\" must be positive, got " + std::to_string(value));
+// The projections' biases are fixed by the family in transformers except for Llama, whose
+// "attention_bias" covers q/k/v/o and "mlp_bias" the MLP. A contradicting key is an error.
+void ParseBiases(const ConfigObject& j, ModelConfig& c) {
+  const std::optional<bool> attention_bias = j.Bool("attention_bias");
+  const std::optional<bool> mlp_bias = j.Bool("mlp_bias");
+  switch (c.architecture) {
+    case Architecture::kLlama:
+      c.qkv_bias = c.o_bias = attention_bias.value_or(false);
+      c.mlp_bias = mlp_bias.value_or(false);
+      return;
+    case Architecture::kQwen2:
+      if (attention_bias) {
+        Fail(
+            "\"attention_bias\" is not a qwen2 setting (qwen2 always biases q/k/v and never "
+            "o_proj)");
+      }
+      c.qkv_bias = true;
+      break;
+    case Architecture::kMistral:
+      if (attention_bias.value_or(false)) {
+        Fail(
+            "\"attention_bias\": true is not supported for mistral (its projections have no "
+            "biases)");
+      }
+      break;
+  }
+  if (mlp_bias.value_or(false)) {
+    Fail("\"mlp_bias\": true is not supported for " + c.model_type + " (its MLP has no biases)");
+  }
 }
 
-}  // namespace
+// transformers 5 lists each layer's attention kind; every entry must match the one window
+// setting the runtime applies to all layers.
+void CheckLayerTypes(const ConfigObject& j, const ModelConfig& c) {
+  const json* types = j.Find("layer_types");
+  if (types == nullptr) return;
+  if (!types->is_array()) Fail("\"layer_types\" must be a list of strings, got " + types->dump());
+  if (int64_t(types->size()) != c.num_layers) {
+    Fail("\"layer_types\" has " + std::to_string(types->size()) +
+         " entries but \"num_hidden_layers\" is " + std::to_string(c.num_layers));
+  }
+  const std::string expected = c.sliding_window ? "sliding_attention" : "full_attention";
+  for (size_t i = 0; i < types->size(); ++i) {
+    const json& type = (*types)[i];
+    if (!type.is_string() || type.get<std::string>() != expected) {
+      Fail("\"layer_types\"[" + std::to_string(i) + "] is " + type.dump() + " but only " +
+           Quoted(expected) + " layers are supported for this config");
+    }
+  }
+}
 
-ModelConfig ModelConfig::FromJson(const std::string& json_text) {
-  const json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) Fail("not valid JSON");
-  if (!j.is_object()) Fail("the top level must be a JSON object");
+void ParseAttentionWindow(const ConfigObject& j, ModelConfig& c) {
+  switch (c.architecture) {
+    case Architecture::kQwen2:
+      // Qwen2's "sliding_window" and "max_window_layers" only act with use_sliding_window.
+      if (j.Bool("use_sliding_window").value_or(false)) {
+        Fail("\"use_sliding_window\": true is not supported for qwen2");
+      }
+      break;
+    case Architecture::kMistral:
+      c.sliding_window = j.Int("sliding_window");
+      if (c.sliding_window) RequirePositive(*c.sliding_window, "sliding_window");
+      break;
+    case Architecture::kLlama:
+      if (j.Find("sliding_window") != nullptr) {
+        Fail("\"sliding_window\" is not supported for llama (only mistral)");
+      }
+      break;
+  }
+  CheckLayerTypes(j, c);
+}
 
-  ModelConfig c;
-  c.architecture = ParseArchitecture(j, c.model_type);
-  c.vocab_size = IntKey(j, "vocab_size", std::nullopt);
-  c.hidden_size = IntKey(j, "hidden_size", std::nullopt);
-  c.intermediate_size = IntKey(j, "intermediate_size", std::nullopt);
-  c.num_layers = IntKey(j, "num_hidden_layers", std::nullopt);
-  c.num_heads = IntKey(j, "num_attention_heads", std::nullopt);
+void ParseShape(const ConfigObject& j, const KnownArchitecture& known, ModelConfig& c) {
+  c.vocab_size = j.RequiredInt("vocab_size");
+  c.hidden_size = j.RequiredInt("hidden_size");
+  c.intermediate_size = j.RequiredInt("intermediate_size");
+  c.num_layers = j.RequiredInt("num_hidden_layers");
+  c.num_heads = j.RequiredInt("num_attention_heads");
   RequirePositive(c.vocab_size, "vocab_size");
   RequirePositive(c.hidden_size, "hidden_size");
   RequirePositive(c.intermediate_size, "intermediate_size");
   RequirePositive(c.num_layers, "num_hidden_layers");
   RequirePositive(c.num_heads, "num_attention_heads");
-  c.num_kv_heads = IntKey(j, "num_key_value_heads", c.num_heads);
+  c.num_kv_heads = j.Int("num_key_value_heads").value_or(c.num_heads);
   RequirePositive(c.num_kv_heads, "num_key_value_heads");
   if (c.num_heads % c.num_kv_heads != 0) {
     Fail("\"num_attention_heads\" (" + std::to_string(c.num_heads) +
          ") must be a multiple of \"num_key_value_heads\" (" + std::to_string(c.num_kv_heads) +
          ")");
   }
-  if (c.hidden_size % c.num_heads != 0 && !j.contains("head_dim")) {
+  const std::optional<int64_t> head_dim = j.Int("head_dim");
+  if (!head_dim && c.hidden_size % c.num_heads != 0) {
     Fail("\"hidden_size\" is not a multiple of \"num_attention_heads\" and no \"head_dim\" given");
   }
-  c.head_dim = IntKey(j, "head_dim", c.hidden_size / c.num_heads);
+  c.head_dim = head_dim.value_or(c.hidden_size / c.num_heads);
   RequirePositive(c.head_dim, "head_dim");
-  if (c.head_dim % 2 != 0) Fail("\"head_dim\" must be even for RoPE");
-  c.max_position_embeddings = IntKey(j, "max_position_embeddings", 2048);
-  c.rms_norm_eps = NumberKey(j, "rms_norm_eps", 1e-6);
-  c.tie_word_embeddings = BoolKey(j, "tie_word_embeddings", false);
-
-  const std::string act = StringKey(j, "hidden_act", "silu");
-  if (act != "silu") Fail("unsupported \"hidden_act\": \"" + act + "\" (supported: silu)");
-
-  if (c.architecture == Architecture::kQwen2) {
-    c.qkv_bias = true;  // Qwen2 always has q/k/v biases and no o_proj bias
-  } else {
-    c.qkv_bias = c.o_bias = BoolKey(j, "attention_bias", false);
+  if (c.head_dim % 2 != 0) {
+    Fail("\"head_dim\" must be even for RoPE, got " + std::to_string(c.head_dim));
   }
-  c.mlp_bias = BoolKey(j, "mlp_bias", false);
+  c.max_position_embeddings =
+      j.Int("max_position_embeddings").value_or(known.default_max_position_embeddings);
+  RequirePositive(c.max_position_embeddings, "max_position_embeddings");
+}
+
+ModelConfig ParseConfig(const std::string& json_text) {
+  const json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) Fail("not valid JSON");
+  if (!root.is_object()) Fail("the top level must be a JSON object");
+  const ConfigObject j(root, "");
+
+  ModelConfig c;
+  const KnownArchitecture& known = ParseArchitecture(j);
+  c.architecture = known.architecture;
+  c.model_type = known.model_type;
+  ParseShape(j, known, c);
+  c.rms_norm_eps = j.Number("rms_norm_eps").value_or(c.rms_norm_eps);
+  if (!(c.rms_norm_eps > 0)) Fail("\"rms_norm_eps\" must be positive");
+  c.tie_word_embeddings = j.Bool("tie_word_embeddings").value_or(false);
+
+  const std::string act = j.String("hidden_act").value_or("silu");
+  if (act != "silu") Fail("unsupported \"hidden_act\": " + Quoted(act) + " (supported: silu)");
+  if (j.Find("quantization_config") != nullptr) {
+    Fail("\"quantization_config\" is present: quantized checkpoints are not supported");
+  }
+  ParseBiases(j, c);
   ParseRope(j, c);
-  ParseSlidingWindow(j, c);
-  c.bos_token_ids = TokenIds(j, "bos_token_id");
-  c.eos_token_ids = TokenIds(j, "eos_token_id");
-  c.torch_dtype = StringKey(j, "dtype", StringKey(j, "torch_dtype", ""));
+  ParseAttentionWindow(j, c);
+  c.bos_token_ids = j.TokenIds("bos_token_id");
+  c.eos_token_ids = j.TokenIds("eos_token_id");
+  // transformers 5 writes "dtype"; earlier versions "torch_dtype".
+  c.torch_dtype = j.String("dtype").value_or(j.String("torch_dtype").value_or(""));
   return c;
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::FromJson(const std::string& json_text) {
+  try {
+    return ParseConfig(json_text);
+  } catch (const ConfigError& e) {
+    throw ConfigError(std::string("config.json: ") + e.what());
+  }
 }
 
 ModelConfig ModelConfig::FromFile(const std::filesystem::path& config_json) {
@@ -192,7 +406,7 @@ ModelConfig ModelConfig::FromFile(const std::filesystem::path& config_json) {
   std::stringstream text;
   text << in.rdbuf();
   try {
-    return FromJson(text.str());
+    return ParseConfig(text.str());
   } catch (const ConfigError& e) {
     throw ConfigError(config_json.string() + ": " + e.what());
   }

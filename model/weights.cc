@@ -58,41 +58,66 @@ float HalfToFloat(uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
+// A tensor entry's field, present and of the expected JSON kind.
+const json& Field(const std::filesystem::path& path, const std::string& tensor, const json& entry,
+                  const char* field, json::value_t kind, const char* kind_name) {
+  const auto it = entry.find(field);
+  if (it == entry.end()) Fail(path, "tensor \"" + tensor + "\": missing \"" + field + "\"");
+  if (it->type() != kind) {
+    Fail(path, "tensor \"" + tensor + "\": \"" + field + "\" must be " + kind_name + ", got " +
+                   it->dump());
+  }
+  return *it;
+}
+
+// Dimensions are non-negative and their product, in bytes, fits in 64 bits.
+std::vector<int64_t> ParseShape(const std::filesystem::path& path, const std::string& tensor,
+                                const json& shape, uint64_t& numel) {
+  std::vector<int64_t> dims;
+  numel = 1;
+  for (const json& dim : shape) {
+    if (dim.is_number_integer() && !dim.is_number_unsigned()) {
+      Fail(path, "tensor \"" + tensor + "\": shape " + shape.dump() + " has a negative dimension");
+    }
+    if (!dim.is_number_unsigned()) {
+      Fail(path,
+           "tensor \"" + tensor + "\": shape " + shape.dump() + " has a non-integer dimension");
+    }
+    const uint64_t d = dim.get<uint64_t>();
+    if (d > uint64_t(std::numeric_limits<int64_t>::max()) ||
+        (d != 0 && numel > std::numeric_limits<uint64_t>::max() / 8 / d)) {
+      Fail(path, "tensor \"" + tensor + "\": shape " + shape.dump() + " overflows");
+    }
+    numel *= d;
+    dims.push_back(static_cast<int64_t>(d));
+  }
+  return dims;
+}
+
 // One tensor entry of the header, checked against the data area of `data_size` bytes.
 TensorView ParseTensor(const std::filesystem::path& path, const std::string& name,
                        const json& entry, const std::byte* data, uint64_t data_size) {
   if (!entry.is_object()) Fail(path, "tensor \"" + name + "\": entry is not an object");
-  const auto dtype = entry.find("dtype");
-  const auto shape = entry.find("shape");
+  const json& dtype = Field(path, name, entry, "dtype", json::value_t::string, "a string");
+  const json& shape = Field(path, name, entry, "shape", json::value_t::array, "a list");
   const auto offsets = entry.find("data_offsets");
-  if (dtype == entry.end() || !dtype->is_string()) {
-    Fail(path, "tensor \"" + name + "\": missing or non-string \"dtype\"");
-  }
-  if (shape == entry.end() || !shape->is_array()) {
-    Fail(path, "tensor \"" + name + "\": missing or non-array \"shape\"");
-  }
-  if (offsets == entry.end() || !offsets->is_array() || offsets->size() != 2 ||
-      !(*offsets)[0].is_number_unsigned() || !(*offsets)[1].is_number_unsigned()) {
-    Fail(path, "tensor \"" + name + "\": \"data_offsets\" must be two non-negative integers");
+  if (offsets == entry.end()) Fail(path, "tensor \"" + name + "\": missing \"data_offsets\"");
+  if (!offsets->is_array() || offsets->size() != 2 || !(*offsets)[0].is_number_unsigned() ||
+      !(*offsets)[1].is_number_unsigned()) {
+    Fail(path, "tensor \"" + name + "\": \"data_offsets\" must be two non-negative integers, got " +
+                   offsets->dump());
   }
   TensorView view;
   view.name = name;
-  view.dtype = ParseDType(path, name, dtype->get<std::string>());
-  uint64_t numel = 1;
-  for (const json& dim : *shape) {
-    if (!dim.is_number_integer() || dim.get<int64_t>() < 0) {
-      Fail(path, "tensor \"" + name + "\": shape " + shape->dump() + " has an invalid dimension");
-    }
-    const uint64_t d = dim.get<uint64_t>();
-    if (d != 0 && numel > std::numeric_limits<uint64_t>::max() / 8 / d) {
-      Fail(path, "tensor \"" + name + "\": shape " + shape->dump() + " overflows");
-    }
-    numel *= d;
-    view.shape.push_back(static_cast<int64_t>(d));
-  }
+  view.dtype = ParseDType(path, name, dtype.get<std::string>());
+  uint64_t numel = 0;
+  view.shape = ParseShape(path, name, shape, numel);
   const uint64_t begin = (*offsets)[0].get<uint64_t>();
   const uint64_t end = (*offsets)[1].get<uint64_t>();
-  if (begin > end) Fail(path, "tensor \"" + name + "\": data_offsets begin > end");
+  if (begin > end) {
+    Fail(path, "tensor \"" + name + "\": data_offsets begin " + std::to_string(begin) + " > end " +
+                   std::to_string(end));
+  }
   if (end > data_size) {
     Fail(path, "tensor \"" + name + "\": data_offsets end " + std::to_string(end) +
                    " is past the data area (" + std::to_string(data_size) + " bytes)");
@@ -100,7 +125,7 @@ TensorView ParseTensor(const std::filesystem::path& path, const std::string& nam
   const uint64_t expected = numel * DTypeSize(view.dtype);
   if (end - begin != expected) {
     Fail(path, "tensor \"" + name + "\": " + std::to_string(end - begin) + " bytes for " +
-                   DTypeName(view.dtype) + " shape " + shape->dump() + ", expected " +
+                   DTypeName(view.dtype) + " shape " + shape.dump() + ", expected " +
                    std::to_string(expected));
   }
   view.bytes = std::span<const std::byte>(data + begin, end - begin);
@@ -132,6 +157,35 @@ std::string FormatShape(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+// model.safetensors.index.json: its "weight_map" sends each tensor to a shard file that lies
+// next to the index.
+std::map<std::string, std::string> ReadWeightMap(const std::filesystem::path& index_path) {
+  std::ifstream in(index_path, std::ios::binary);
+  if (!in) Fail(index_path, std::string("cannot open: ") + std::strerror(errno));
+  const json index = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (index.is_discarded() || !index.is_object()) Fail(index_path, "not a valid JSON object");
+  const auto weight_map = index.find("weight_map");
+  if (weight_map == index.end() || !weight_map->is_object()) {
+    Fail(index_path, "missing \"weight_map\" object");
+  }
+  if (weight_map->empty()) Fail(index_path, "\"weight_map\" is empty");
+  std::map<std::string, std::string> shard_of;
+  for (const auto& item : weight_map->items()) {
+    const std::string& tensor = item.key();
+    if (!item.value().is_string()) {
+      Fail(index_path, "\"weight_map\" entry for tensor \"" + tensor + "\" must be a string, got " +
+                           item.value().dump());
+    }
+    const std::string shard = item.value().get<std::string>();
+    if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos) {
+      Fail(index_path, "tensor \"" + tensor + "\": shard \"" + shard +
+                           "\" must be a file name in the same directory");
+    }
+    shard_of[tensor] = shard;
+  }
+  return shard_of;
+}
+
 }  // namespace
 
 std::string DTypeName(DType dtype) {
@@ -159,7 +213,14 @@ int64_t TensorView::numel() const {
 
 std::vector<float> TensorView::ToFloat32() const {
   const size_t n = static_cast<size_t>(numel());
+  // Views are plain structs; one built by hand must still not read past its bytes.
+  if (bytes.size() != n * DTypeSize(dtype)) {
+    throw WeightsError("tensor \"" + name + "\": " + std::to_string(bytes.size()) +
+                       " bytes do not hold " + std::to_string(n) + " " + DTypeName(dtype) +
+                       " elements");
+  }
   std::vector<float> out(n);
+  if (n == 0) return out;  // an empty view may have no data pointer at all
   switch (dtype) {
     case DType::kF32:
       std::memcpy(out.data(), bytes.data(), n * 4);
@@ -206,9 +267,13 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::Open(const std::filesystem::pa
   const auto* base = static_cast<const std::byte*>(mapping);
   uint64_t header_size = 0;
   std::memcpy(&header_size, base, 8);  // little-endian, as x86-64 and the format both are
-  if (header_size > kMaxHeaderBytes || header_size > size - 8) {
+  if (header_size > size - 8) {
     Fail(path, "header length " + std::to_string(header_size) + " is past the end of the file (" +
                    std::to_string(size) + " bytes)");
+  }
+  if (header_size > kMaxHeaderBytes) {
+    Fail(path, "header length " + std::to_string(header_size) + " is absurd (limit " +
+                   std::to_string(kMaxHeaderBytes) + " bytes)");
   }
   const std::string_view header_text(reinterpret_cast<const char*>(base + 8), header_size);
   const json header = json::parse(header_text, nullptr, /*allow_exceptions=*/false);
@@ -238,43 +303,33 @@ SafetensorsFile::~SafetensorsFile() {
 
 Checkpoint Checkpoint::Open(const std::filesystem::path& model_dir) {
   Checkpoint checkpoint;
+  checkpoint.dir_ = model_dir;
   const std::filesystem::path index_path = model_dir / "model.safetensors.index.json";
   const std::filesystem::path single_path = model_dir / "model.safetensors";
   auto add_file = [&](const std::filesystem::path& path) {
     auto file = std::shared_ptr<SafetensorsFile>(SafetensorsFile::Open(path));
     for (const auto& [name, view] : file->tensors()) {
-      if (!checkpoint.index_.emplace(name, &view).second) {
-        Fail(path, "tensor \"" + name + "\" is also in another file of the checkpoint");
+      const auto [it, added] = checkpoint.index_.emplace(name, &view);
+      if (!added) {
+        Fail(path, "tensor \"" + name + "\" is also in " +
+                       checkpoint.FileOf(it->second)->path().filename().string());
       }
     }
     checkpoint.files_.push_back(std::move(file));
   };
 
   if (std::filesystem::exists(index_path)) {
-    std::ifstream in(index_path);
-    const json index = json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (index.is_discarded() || !index.is_object()) Fail(index_path, "not a valid JSON object");
-    const auto weight_map = index.find("weight_map");
-    if (weight_map == index.end() || !weight_map->is_object()) {
-      Fail(index_path, "missing \"weight_map\" object");
-    }
+    const std::map<std::string, std::string> shard_of = ReadWeightMap(index_path);
     std::set<std::string> shards;
-    for (const auto& [tensor, shard] : weight_map->items()) {
-      if (!shard.is_string()) Fail(index_path, "\"weight_map\"." + tensor + " is not a string");
-      const std::string shard_name = shard.get<std::string>();
-      if (shard_name.find('/') != std::string::npos) {
-        Fail(index_path, "shard \"" + shard_name + "\" must be a file name in the same directory");
-      }
-      shards.insert(shard_name);
-    }
+    for (const auto& [tensor, shard] : shard_of)
+      shards.insert(shard);
     for (const std::string& shard : shards)
       add_file(model_dir / shard);
-    for (const auto& [tensor, shard] : weight_map->items()) {
+    for (const auto& [tensor, shard] : shard_of) {
       const auto it = checkpoint.index_.find(tensor);
-      const std::string shard_name = shard.get<std::string>();
       if (it == checkpoint.index_.end() ||
-          checkpoint.FileOf(it->second)->path().filename() != shard_name) {
-        Fail(index_path, "tensor \"" + tensor + "\" is not in shard " + shard_name);
+          checkpoint.FileOf(it->second)->path().filename() != shard) {
+        Fail(index_path, "tensor \"" + tensor + "\" is not in its shard " + shard);
       }
     }
   } else if (std::filesystem::exists(single_path)) {
@@ -300,7 +355,8 @@ bool Checkpoint::Has(const std::string& name) const {
 
 const TensorView& Checkpoint::Get(const std::string& name) const {
   const auto it = index_.find(name);
-  if (it == index_.end()) throw WeightsError("checkpoint has no tensor \"" + name + "\"");
+  if (it == index_.end())
+    throw WeightsError(dir_.string() + ": checkpoint has no tensor \"" + name + "\"");
   return *it->second;
 }
 
@@ -308,8 +364,8 @@ const TensorView& Checkpoint::Get(const std::string& name,
                                   const std::vector<int64_t>& shape) const {
   const TensorView& view = Get(name);
   if (view.shape != shape) {
-    throw WeightsError("tensor \"" + name + "\" has shape " + FormatShape(view.shape) +
-                       ", expected " + FormatShape(shape));
+    throw WeightsError(dir_.string() + ": tensor \"" + name + "\" has shape " +
+                       FormatShape(view.shape) + ", expected " + FormatShape(shape));
   }
   return view;
 }

@@ -75,6 +75,7 @@ class Checkpoint {
  private:
   const SafetensorsFile* FileOf(const TensorView* view) const;
 
+  std::filesystem::path dir_;  // for messages
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*> index_;
 };
