@@ -2,12 +2,100 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <stdexcept>
-#include <unordered_set>
 #include <vector>
 
 namespace gistmem::model {
+namespace {
+
+void CheckLogits(std::span<const float> logits) {
+  if (logits.empty()) throw std::invalid_argument("sampling: empty logits");
+  bool any_finite = false;
+  for (float logit : logits) {
+    if (std::isnan(logit) || logit == std::numeric_limits<float>::infinity()) {
+      throw std::invalid_argument("sampling: logits contain NaN or +inf");
+    }
+    any_finite = any_finite || std::isfinite(logit);
+  }
+  if (!any_finite) throw std::invalid_argument("sampling: no finite logit");
+}
+
+// transformers' RepetitionPenaltyLogitsProcessor: every distinct earlier token once;
+// positive scores shrink, negative ones grow more negative.
+void PenalizeRepeats(std::vector<float>& scores, std::span<const int32_t> previous_tokens,
+                     float penalty) {
+  std::vector<bool> done(scores.size(), false);
+  for (int32_t token : previous_tokens) {
+    if (token < 0 || static_cast<size_t>(token) >= scores.size() || done[token]) continue;
+    done[token] = true;
+    float& s = scores[token];
+    s = s < 0 ? s * penalty : s / penalty;
+  }
+}
+
+int32_t Argmax(const std::vector<float>& scores) {
+  // max_element returns the first maximum: the lowest id wins ties, as torch.argmax.
+  return static_cast<int32_t>(std::max_element(scores.begin(), scores.end()) - scores.begin());
+}
+
+// Token ids by decreasing score, ties by increasing id, so the order is fully determined.
+std::vector<int32_t> ByDecreasingScore(const std::vector<float>& scores) {
+  std::vector<int32_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return scores[a] != scores[b] ? scores[a] > scores[b] : a < b;
+  });
+  return order;
+}
+
+// transformers' TopKLogitsWarper keeps every token scoring at least the k-th best score.
+void KeepTopK(std::vector<int32_t>& sorted, const std::vector<float>& scores, int32_t k) {
+  if (k <= 0 || static_cast<size_t>(k) >= sorted.size()) return;
+  const float threshold = scores[sorted[k - 1]];
+  size_t keep = static_cast<size_t>(k);
+  while (keep < sorted.size() && scores[sorted[keep]] >= threshold)
+    ++keep;
+  sorted.resize(keep);
+}
+
+// Softmax of score / temperature over the candidates, in double: subtracting the maximum
+// before dividing keeps tiny temperatures from overflowing.
+std::vector<double> Probabilities(std::span<const int32_t> candidates,
+                                  const std::vector<float>& scores, float temperature) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (int32_t token : candidates)
+    max = std::max(max, scores[token]);
+  std::vector<double> probs(candidates.size());
+  double sum = 0;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    probs[i] = std::exp((static_cast<double>(scores[candidates[i]]) - max) / temperature);
+    sum += probs[i];
+  }
+  for (double& p : probs)
+    p /= sum;
+  return probs;
+}
+
+// transformers' TopPLogitsWarper: the smallest best-first prefix whose mass reaches top_p,
+// never less than one token.
+size_t TopPCount(const std::vector<double>& sorted_probs, float top_p) {
+  double mass = 0;
+  size_t keep = 0;
+  while (keep < sorted_probs.size()) {
+    mass += sorted_probs[keep++];
+    if (mass >= top_p) break;
+  }
+  return keep;
+}
+
+// A uniform double in [0, 1) from the top 53 bits, the same on every standard library.
+double UniformUnit(std::mt19937_64& rng) {
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
+
+}  // namespace
 
 std::string SamplingParams::Validate() const {
   if (!std::isfinite(temperature) || temperature < 0.f || temperature > 100.f) {
@@ -18,7 +106,8 @@ std::string SamplingParams::Validate() const {
     return "top_p must be in (0, 1], got " + std::to_string(top_p);
   }
   if (!std::isfinite(repetition_penalty) || repetition_penalty <= 0.f) {
-    return "repetition_penalty must be > 0, got " + std::to_string(repetition_penalty);
+    return "repetition_penalty must be a finite number > 0, got " +
+           std::to_string(repetition_penalty);
   }
   return "";
 }
@@ -30,59 +119,42 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 }
 
 int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> previous_tokens) {
-  if (logits.empty()) throw std::invalid_argument("Sample: empty logits");
+  CheckLogits(logits);
   std::vector<float> scores(logits.begin(), logits.end());
   if (params_.repetition_penalty != 1.f) {
-    // Once per distinct token: positive logits shrink, negative ones grow more negative.
-    const std::unordered_set<int32_t> seen(previous_tokens.begin(), previous_tokens.end());
-    for (int32_t token : seen) {
-      if (token < 0 || token >= static_cast<int32_t>(scores.size())) continue;
-      float& s = scores[token];
-      s = s > 0 ? s / params_.repetition_penalty : s * params_.repetition_penalty;
-    }
+    PenalizeRepeats(scores, previous_tokens, params_.repetition_penalty);
   }
-  if (params_.temperature == 0.f) {
-    // Greedy; the lowest id wins ties.
-    return static_cast<int32_t>(std::max_element(scores.begin(), scores.end()) - scores.begin());
-  }
+  if (params_.temperature == 0.f) return Argmax(scores);
 
-  std::vector<int32_t> order(scores.size());
-  std::iota(order.begin(), order.end(), 0);
-  // Highest score first; ties by id, so the candidate list never depends on sort details.
-  auto better = [&](int32_t a, int32_t b) {
-    return scores[a] != scores[b] ? scores[a] > scores[b] : a < b;
-  };
-  size_t keep = order.size();
-  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < keep) {
-    keep = static_cast<size_t>(params_.top_k);
-    std::partial_sort(order.begin(), order.begin() + keep, order.end(), better);
+  const bool filtered = params_.top_k > 0 || params_.top_p < 1.f;
+  std::vector<int32_t> candidates;
+  if (filtered) {
+    candidates = ByDecreasingScore(scores);
+    KeepTopK(candidates, scores, params_.top_k);
   } else {
-    std::sort(order.begin(), order.end(), better);
+    candidates.resize(scores.size());  // no filter: id order, no sort needed
+    std::iota(candidates.begin(), candidates.end(), 0);
   }
-  order.resize(keep);
-
-  std::vector<double> probs(keep);
-  const double max = scores[order[0]] / params_.temperature;
-  double sum = 0;
-  for (size_t i = 0; i < keep; ++i) {
-    probs[i] = std::exp(scores[order[i]] / params_.temperature - max);
-    sum += probs[i];
-  }
-  for (double& p : probs)
-    p /= sum;
+  std::vector<double> probs = Probabilities(candidates, scores, params_.temperature);
   if (params_.top_p < 1.f) {
-    // The smallest prefix whose mass reaches top_p, and never less than one token.
-    double mass = 0;
-    size_t cut = 0;
-    while (cut < keep) {
-      mass += probs[cut++];
-      if (mass >= params_.top_p) break;
-    }
-    probs.resize(cut);
-    order.resize(cut);
+    const size_t keep = TopPCount(probs, params_.top_p);
+    candidates.resize(keep);
+    probs.resize(keep);
   }
-  std::discrete_distribution<size_t> pick(probs.begin(), probs.end());
-  return order[pick(rng_)];
+
+  // Inverse CDF over the kept candidates; their mass is renormalized by scaling the draw.
+  const double total = std::accumulate(probs.begin(), probs.end(), 0.0);
+  const double target = UniformUnit(rng_) * total;
+  double cumulative = 0;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    cumulative += probs[i];
+    if (target < cumulative) return candidates[i];
+  }
+  // Rounding left the draw past the last sum: the last candidate with any mass.
+  for (size_t i = candidates.size(); i-- > 0;) {
+    if (probs[i] > 0) return candidates[i];
+  }
+  return candidates.front();
 }
 
 }  // namespace gistmem::model

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -11,24 +12,108 @@
 namespace gistmem::model {
 namespace {
 
-std::vector<float> Load(const Checkpoint& ckpt, const std::string& name,
-                        const std::vector<int64_t>& shape) {
-  return ckpt.Get(name, shape).ToFloat32();
-}
-
-std::vector<float> LoadIf(bool present, const Checkpoint& ckpt, const std::string& name,
-                          const std::vector<int64_t>& shape) {
-  return present ? Load(ckpt, name, shape) : std::vector<float>();
-}
-
 const float* OrNull(const std::vector<float>& v) {
   return v.empty() ? nullptr : v.data();
 }
 
+void AddInPlace(float* x, const float* delta, int64_t count) {
+  for (int64_t i = 0; i < count; ++i)
+    x[i] += delta[i];
+}
+
+// y = x * w^T (+ bias), one product per chunk of rows ([offsets[c], offsets[c + 1])).
+// OpenBLAS rounds a row differently depending on how many rows share the product and where the
+// row sits (its kernels block and thread over rows), so one product over the stacked rows of a
+// batch would break ForwardBatch's promise: each chunk gets bit for bit what Forward gives it.
+void LinearPerChunk(std::span<const int64_t> offsets, const float* x, const std::vector<float>& w,
+                    const std::vector<float>& bias, float* y, int64_t in_dim, int64_t out_dim) {
+  for (size_t c = 0; c + 1 < offsets.size(); ++c) {
+    Linear(x + offsets[c] * in_dim, w.data(), OrNull(bias), y + offsets[c] * out_dim,
+           offsets[c + 1] - offsets[c], in_dim, out_dim);
+  }
+}
+
+void CheckChunk(const SequenceChunk& chunk, const ModelConfig& config) {
+  const KvCache& cache = *chunk.cache;
+  if (cache.num_layers() != config.num_layers || cache.kv_dim() != config.kv_dim()) {
+    throw std::invalid_argument("forward: the KV cache was made for another model shape");
+  }
+  if (chunk.tokens.empty()) throw std::invalid_argument("forward: no tokens");
+  if (chunk.tokens.size() != chunk.positions.size()) {
+    throw std::invalid_argument("forward: " + std::to_string(chunk.tokens.size()) + " tokens but " +
+                                std::to_string(chunk.positions.size()) + " positions");
+  }
+  for (size_t i = 0; i < chunk.tokens.size(); ++i) {
+    const int32_t token = chunk.tokens[i];
+    if (token < 0 || token >= config.vocab_size) {
+      throw std::invalid_argument("forward: token id " + std::to_string(token) + " at index " +
+                                  std::to_string(i) + " is outside the vocabulary [0, " +
+                                  std::to_string(config.vocab_size) + ")");
+    }
+  }
+  int64_t last = cache.size() == 0 ? -1 : cache.positions().back();
+  for (size_t i = 0; i < chunk.positions.size(); ++i) {
+    const int64_t position = chunk.positions[i];
+    if (position <= last) {
+      throw std::invalid_argument(
+          "forward: position " + std::to_string(position) + " at index " + std::to_string(i) +
+          (last < 0 ? " is negative"
+                    : " does not follow position " + std::to_string(last) +
+                          " (positions must increase past the cache's last entry)"));
+    }
+    last = position;
+  }
+}
+
 }  // namespace
 
-CpuTransformer::CpuTransformer(ModelConfig config, int num_threads)
-    : config_(std::move(config)), pool_(num_threads) {
+// The rows of all chunks of one step, stacked: chunk c owns rows [row_offsets[c],
+// row_offsets[c + 1]) and its cache held cache_bases[c] entries before the step.
+struct CpuTransformer::Batch {
+  std::span<const SequenceChunk> chunks;
+  std::vector<int64_t> row_offsets{0};
+  std::vector<int64_t> cache_bases;
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> positions;
+
+  explicit Batch(std::span<const SequenceChunk> batch_chunks) : chunks(batch_chunks) {
+    for (const SequenceChunk& chunk : chunks) {
+      cache_bases.push_back(chunk.cache->size());
+      tokens.insert(tokens.end(), chunk.tokens.begin(), chunk.tokens.end());
+      positions.insert(positions.end(), chunk.positions.begin(), chunk.positions.end());
+      row_offsets.push_back(static_cast<int64_t>(tokens.size()));
+    }
+  }
+  int64_t rows() const { return row_offsets.back(); }
+  size_t ChunkOf(int64_t row) const {
+    return std::upper_bound(row_offsets.begin(), row_offsets.end(), row) - row_offsets.begin() - 1;
+  }
+  // The cache entry that row `row` of chunk `c` fills.
+  int64_t EntryOf(size_t c, int64_t row) const { return cache_bases[c] + (row - row_offsets[c]); }
+};
+
+// Per-step buffers, [rows, width] each.
+struct CpuTransformer::Activations {
+  std::vector<float> x, normed, q, k, v, attention, projected, gate, up;
+
+  Activations(const ModelConfig& c, int64_t rows)
+      : x(rows * c.hidden_size),
+        normed(rows * c.hidden_size),
+        q(rows * c.q_dim()),
+        k(rows * c.kv_dim()),
+        v(rows * c.kv_dim()),
+        attention(rows * c.q_dim()),
+        projected(rows * c.hidden_size),
+        gate(rows * c.intermediate_size),
+        up(rows * c.intermediate_size) {}
+};
+
+CpuTransformer::CpuTransformer(ModelConfig config, CpuWeights weights, int num_threads)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      mask_{config_.sliding_window},
+      pool_(num_threads) {
+  // transformers keeps inv_freq in fp32; the angle is formed from that.
   for (double f : RopeInverseFrequencies(config_))
     inv_freq_.push_back(static_cast<float>(f));
 }
@@ -36,67 +121,20 @@ CpuTransformer::CpuTransformer(ModelConfig config, int num_threads)
 std::unique_ptr<CpuTransformer> CpuTransformer::Load(const std::filesystem::path& model_dir,
                                                      int num_threads) {
   ModelConfig config = ModelConfig::FromFile(model_dir / "config.json");
-  const Checkpoint ckpt = Checkpoint::Open(model_dir);
-  std::unique_ptr<CpuTransformer> model(new CpuTransformer(config, num_threads));
-  const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
-  const int64_t q_dim = config.q_dim(), kv_dim = config.kv_dim();
-  model->embedding_ =
-      gistmem::model::Load(ckpt, "model.embed_tokens.weight", {config.vocab_size, hidden});
-  model->final_norm_ = gistmem::model::Load(ckpt, "model.norm.weight", {hidden});
-  // Tied checkpoints may still carry a copy of lm_head; the tie decides.
-  if (!config.tie_word_embeddings) {
-    model->lm_head_ = gistmem::model::Load(ckpt, "lm_head.weight", {config.vocab_size, hidden});
-  }
-  for (int64_t l = 0; l < config.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    Layer layer;
-    layer.input_norm = gistmem::model::Load(ckpt, p + "input_layernorm.weight", {hidden});
-    layer.post_norm = gistmem::model::Load(ckpt, p + "post_attention_layernorm.weight", {hidden});
-    layer.q = gistmem::model::Load(ckpt, p + "self_attn.q_proj.weight", {q_dim, hidden});
-    layer.k = gistmem::model::Load(ckpt, p + "self_attn.k_proj.weight", {kv_dim, hidden});
-    layer.v = gistmem::model::Load(ckpt, p + "self_attn.v_proj.weight", {kv_dim, hidden});
-    layer.o = gistmem::model::Load(ckpt, p + "self_attn.o_proj.weight", {hidden, q_dim});
-    layer.q_bias = LoadIf(config.qkv_bias, ckpt, p + "self_attn.q_proj.bias", {q_dim});
-    layer.k_bias = LoadIf(config.qkv_bias, ckpt, p + "self_attn.k_proj.bias", {kv_dim});
-    layer.v_bias = LoadIf(config.qkv_bias, ckpt, p + "self_attn.v_proj.bias", {kv_dim});
-    layer.o_bias = LoadIf(config.o_bias, ckpt, p + "self_attn.o_proj.bias", {hidden});
-    layer.gate = gistmem::model::Load(ckpt, p + "mlp.gate_proj.weight", {inter, hidden});
-    layer.up = gistmem::model::Load(ckpt, p + "mlp.up_proj.weight", {inter, hidden});
-    layer.down = gistmem::model::Load(ckpt, p + "mlp.down_proj.weight", {hidden, inter});
-    layer.gate_bias = LoadIf(config.mlp_bias, ckpt, p + "mlp.gate_proj.bias", {inter});
-    layer.up_bias = LoadIf(config.mlp_bias, ckpt, p + "mlp.up_proj.bias", {inter});
-    layer.down_bias = LoadIf(config.mlp_bias, ckpt, p + "mlp.down_proj.bias", {hidden});
-    model->layers_.push_back(std::move(layer));
-  }
-  return model;
+  CpuWeights weights = CpuWeights::Load(Checkpoint::Open(model_dir), config);
+  return std::unique_ptr<CpuTransformer>(
+      new CpuTransformer(std::move(config), std::move(weights), num_threads));
 }
 
-bool CpuTransformer::Visible(int64_t query_position, int64_t key_position) const {
-  if (key_position > query_position) return false;
-  return !config_.sliding_window || query_position - key_position < *config_.sliding_window;
-}
-
-void CpuTransformer::Validate(const SequenceChunk& chunk) const {
-  if (chunk.cache == nullptr) throw std::invalid_argument("forward: chunk without a KV cache");
-  if (chunk.tokens.empty()) throw std::invalid_argument("forward: no tokens");
-  if (chunk.tokens.size() != chunk.positions.size()) {
-    throw std::invalid_argument("forward: " + std::to_string(chunk.tokens.size()) + " tokens but " +
-                                std::to_string(chunk.positions.size()) + " positions");
-  }
-  for (int32_t token : chunk.tokens) {
-    if (token < 0 || token >= config_.vocab_size) {
-      throw std::invalid_argument("forward: token id " + std::to_string(token) +
-                                  " is outside the vocabulary (size " +
-                                  std::to_string(config_.vocab_size) + ")");
+void CpuTransformer::Validate(std::span<const SequenceChunk> chunks) const {
+  if (chunks.empty()) throw std::invalid_argument("forward: no sequences");
+  std::set<const KvCache*> caches;
+  for (const SequenceChunk& chunk : chunks) {
+    if (chunk.cache == nullptr) throw std::invalid_argument("forward: chunk without a KV cache");
+    if (!caches.insert(chunk.cache).second) {
+      throw std::invalid_argument("forward: one KV cache appears twice in a batch");
     }
-  }
-  int64_t last = chunk.cache->size() == 0 ? -1 : chunk.cache->positions().back();
-  for (int64_t p : chunk.positions) {
-    if (p <= last) {
-      throw std::invalid_argument("forward: position " + std::to_string(p) +
-                                  " does not follow position " + std::to_string(last));
-    }
-    last = p;
+    CheckChunk(chunk, config_);
   }
 }
 
@@ -109,112 +147,129 @@ std::vector<float> CpuTransformer::Forward(std::span<const int32_t> tokens,
 
 std::vector<std::vector<float>> CpuTransformer::ForwardBatch(
     std::span<const SequenceChunk> chunks) {
-  for (const SequenceChunk& chunk : chunks)
-    Validate(chunk);
-  const int64_t hidden = config_.hidden_size, inter = config_.intermediate_size;
+  std::lock_guard lock(forward_mutex_);
+  Validate(chunks);
+  const Batch batch(chunks);
+  try {
+    for (const SequenceChunk& chunk : chunks)
+      chunk.cache->Extend(chunk.positions);
+    const int64_t hidden = config_.hidden_size;
+    Activations a(config_, batch.rows());
+    for (int64_t r = 0; r < batch.rows(); ++r) {
+      std::copy_n(&weights_.embedding[batch.tokens[r] * hidden], hidden, &a.x[r * hidden]);
+    }
+    for (int64_t l = 0; l < config_.num_layers; ++l)
+      RunLayer(weights_.layers[l], l, batch, a);
+    return Logits(batch, a.x.data());
+  } catch (...) {
+    // A failed step leaves no half-written entries behind.
+    for (size_t c = 0; c < chunks.size(); ++c)
+      chunks[c].cache->Truncate(batch.cache_bases[c]);
+    throw;
+  }
+}
+
+void CpuTransformer::RunLayer(const CpuLayerWeights& w, int64_t layer_index, const Batch& batch,
+                              Activations& a) {
+  const int64_t rows = batch.rows(), hidden = config_.hidden_size;
+  const int64_t inter = config_.intermediate_size;
   const int64_t q_dim = config_.q_dim(), kv_dim = config_.kv_dim();
   const float eps = static_cast<float>(config_.rms_norm_eps);
 
-  // Rows of all chunks, stacked: chunk c owns rows [row_offsets[c], row_offsets[c + 1]).
-  std::vector<int64_t> row_offsets{0}, cache_bases, all_positions;
-  std::vector<int32_t> all_tokens;
-  for (const SequenceChunk& chunk : chunks) {
-    cache_bases.push_back(chunk.cache->size());
-    chunk.cache->Extend(chunk.positions);
-    all_tokens.insert(all_tokens.end(), chunk.tokens.begin(), chunk.tokens.end());
-    all_positions.insert(all_positions.end(), chunk.positions.begin(), chunk.positions.end());
-    row_offsets.push_back(static_cast<int64_t>(all_tokens.size()));
-  }
-  const int64_t rows = static_cast<int64_t>(all_tokens.size());
-
-  std::vector<float> x(rows * hidden), h(rows * hidden), q(rows * q_dim), k(rows * kv_dim),
-      v(rows * kv_dim), attn(rows * q_dim), gate(rows * inter), up(rows * inter);
-  for (int64_t r = 0; r < rows; ++r) {
-    std::copy_n(&embedding_[all_tokens[r] * hidden], hidden, &x[r * hidden]);
-  }
-  for (int64_t l = 0; l < config_.num_layers; ++l) {
-    const Layer& layer = layers_[l];
-    RmsNorm(x.data(), layer.input_norm.data(), h.data(), rows, hidden, eps);
-    Linear(h.data(), layer.q.data(), OrNull(layer.q_bias), q.data(), rows, hidden, q_dim);
-    Linear(h.data(), layer.k.data(), OrNull(layer.k_bias), k.data(), rows, hidden, kv_dim);
-    Linear(h.data(), layer.v.data(), OrNull(layer.v_bias), v.data(), rows, hidden, kv_dim);
-    ApplyRope(q.data(), all_positions, config_.num_heads, config_.head_dim, inv_freq_);
-    ApplyRope(k.data(), all_positions, config_.num_kv_heads, config_.head_dim, inv_freq_);
-    for (size_t c = 0; c < chunks.size(); ++c) {
-      for (int64_t r = row_offsets[c]; r < row_offsets[c + 1]; ++r) {
-        const int64_t entry = cache_bases[c] + (r - row_offsets[c]);
-        std::copy_n(&k[r * kv_dim], kv_dim, chunks[c].cache->MutableKeys(l, entry));
-        std::copy_n(&v[r * kv_dim], kv_dim, chunks[c].cache->MutableValues(l, entry));
-      }
+  // Attention block.
+  RmsNorm(a.x.data(), w.input_norm.data(), a.normed.data(), rows, hidden, eps);
+  LinearPerChunk(batch.row_offsets, a.normed.data(), w.q, w.q_bias, a.q.data(), hidden, q_dim);
+  LinearPerChunk(batch.row_offsets, a.normed.data(), w.k, w.k_bias, a.k.data(), hidden, kv_dim);
+  LinearPerChunk(batch.row_offsets, a.normed.data(), w.v, w.v_bias, a.v.data(), hidden, kv_dim);
+  ApplyRope(a.q.data(), batch.positions, config_.num_heads, config_.head_dim, inv_freq_);
+  ApplyRope(a.k.data(), batch.positions, config_.num_kv_heads, config_.head_dim, inv_freq_);
+  for (size_t c = 0; c < batch.chunks.size(); ++c) {
+    KvCache& cache = *batch.chunks[c].cache;
+    for (int64_t r = batch.row_offsets[c]; r < batch.row_offsets[c + 1]; ++r) {
+      std::copy_n(&a.k[r * kv_dim], kv_dim, cache.MutableKeys(layer_index, batch.EntryOf(c, r)));
+      std::copy_n(&a.v[r * kv_dim], kv_dim, cache.MutableValues(layer_index, batch.EntryOf(c, r)));
     }
-    Attention(l, chunks, row_offsets, cache_bases, q.data(), attn.data());
-    Linear(attn.data(), layer.o.data(), OrNull(layer.o_bias), h.data(), rows, q_dim, hidden);
-    for (int64_t i = 0; i < rows * hidden; ++i)
-      x[i] += h[i];
-
-    RmsNorm(x.data(), layer.post_norm.data(), h.data(), rows, hidden, eps);
-    Linear(h.data(), layer.gate.data(), OrNull(layer.gate_bias), gate.data(), rows, hidden, inter);
-    Linear(h.data(), layer.up.data(), OrNull(layer.up_bias), up.data(), rows, hidden, inter);
-    SiluMul(gate.data(), up.data(), rows * inter);
-    Linear(gate.data(), layer.down.data(), OrNull(layer.down_bias), h.data(), rows, inter, hidden);
-    for (int64_t i = 0; i < rows * hidden; ++i)
-      x[i] += h[i];
   }
+  Attention(layer_index, batch, a.q.data(), a.attention.data());
+  LinearPerChunk(batch.row_offsets, a.attention.data(), w.o, w.o_bias, a.projected.data(), q_dim,
+                 hidden);
+  AddInPlace(a.x.data(), a.projected.data(), rows * hidden);
 
-  std::vector<std::vector<float>> logits;
-  const float* head = lm_head_.empty() ? embedding_.data() : lm_head_.data();
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    const int64_t first =
-        chunks[c].mode == LogitsMode::kAll ? row_offsets[c] : row_offsets[c + 1] - 1;
-    const int64_t count = row_offsets[c + 1] - first;
-    RmsNorm(&x[first * hidden], final_norm_.data(), &h[first * hidden], count, hidden, eps);
-    std::vector<float> out(count * config_.vocab_size);
-    Linear(&h[first * hidden], head, nullptr, out.data(), count, hidden, config_.vocab_size);
-    logits.push_back(std::move(out));
-  }
-  return logits;
+  // MLP block: down(silu(gate(x)) * up(x)).
+  RmsNorm(a.x.data(), w.post_attention_norm.data(), a.normed.data(), rows, hidden, eps);
+  LinearPerChunk(batch.row_offsets, a.normed.data(), w.gate, w.gate_bias, a.gate.data(), hidden,
+                 inter);
+  LinearPerChunk(batch.row_offsets, a.normed.data(), w.up, w.up_bias, a.up.data(), hidden, inter);
+  SiluMul(a.gate.data(), a.up.data(), rows * inter);
+  LinearPerChunk(batch.row_offsets, a.gate.data(), w.down, w.down_bias, a.projected.data(), inter,
+                 hidden);
+  AddInPlace(a.x.data(), a.projected.data(), rows * hidden);
 }
 
-void CpuTransformer::Attention(int64_t layer_index, std::span<const SequenceChunk> chunks,
-                               std::span<const int64_t> row_offsets,
-                               std::span<const int64_t> cache_bases, const float* q, float* out) {
+void CpuTransformer::Attention(int64_t layer_index, const Batch& batch, const float* q,
+                               float* out) {
   const int64_t heads = config_.num_heads, head_dim = config_.head_dim;
-  const int64_t group = heads / config_.num_kv_heads, kv_dim = config_.kv_dim();
-  const int64_t q_dim = config_.q_dim();
-  const float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-  const int64_t rows = row_offsets.back();
-  // One task per (row, head); the row tells which chunk (and so which cache) it reads.
-  pool_.ParallelFor(rows * heads, [&](int64_t task) {
-    const int64_t r = task / heads, head = task % heads;
-    size_t c = 0;
-    while (row_offsets[c + 1] <= r)
-      ++c;
-    const KvCache& cache = *chunks[c].cache;
-    const int64_t query_position = chunks[c].positions[r - row_offsets[c]];
-    const int64_t visible_end = cache_bases[c] + (r - row_offsets[c]) + 1;  // causal by index
-    const float* query = q + r * q_dim + head * head_dim;
-    const float* keys = cache.keys(layer_index) + (head / group) * head_dim;
-    const float* values = cache.values(layer_index) + (head / group) * head_dim;
-    std::vector<float> scores(visible_end);
-    std::vector<int64_t> seen;
-    seen.reserve(visible_end);
-    for (int64_t j = 0; j < visible_end; ++j) {
-      if (!Visible(query_position, cache.positions()[j])) continue;
-      float dot = 0.f;
-      for (int64_t d = 0; d < head_dim; ++d)
-        dot += query[d] * keys[j * kv_dim + d];
-      scores[seen.size()] = dot * scale;
-      seen.push_back(j);
+  const int64_t group = heads / config_.num_kv_heads;
+  const int64_t q_dim = config_.q_dim(), kv_dim = config_.kv_dim();
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  const int64_t rows = batch.rows();
+  // One task per (head, row); consecutive tasks share a head, so its keys stay in cache.
+  pool_.ParallelFor(heads * rows, [&](int64_t task) {
+    const int64_t head = task / rows, row = task % rows;
+    const size_t c = batch.ChunkOf(row);
+    const KvCache& cache = *batch.chunks[c].cache;
+    const std::vector<int64_t>& key_positions = cache.positions();
+    const int64_t query_position = batch.positions[row];
+    // Candidates: the entries before the chunk, then the chunk's rows up to this one.
+    const int64_t candidates = batch.EntryOf(c, row) + 1;
+    thread_local std::vector<int64_t> visible;
+    thread_local std::vector<float> weights;
+    visible.clear();
+    for (int64_t j = 0; j < candidates; ++j) {
+      if (mask_.Visible(query_position, key_positions[j])) visible.push_back(j);
     }
-    Softmax(scores.data(), static_cast<int64_t>(seen.size()));
-    float* result = out + r * q_dim + head * head_dim;
-    std::fill_n(result, head_dim, 0.f);
-    for (size_t s = 0; s < seen.size(); ++s) {
-      const float* value = values + seen[s] * kv_dim;
-      for (int64_t d = 0; d < head_dim; ++d)
-        result[d] += scores[s] * value[d];
-    }
+    weights.resize(visible.size());
+    const int64_t kv_offset = (head / group) * head_dim;  // grouped-query attention
+    AttendOneHead(q + row * q_dim + head * head_dim, cache.keys(layer_index) + kv_offset,
+                  cache.values(layer_index) + kv_offset, kv_dim, visible, head_dim, scale,
+                  weights.data(), out + row * q_dim + head * head_dim);
   });
+}
+
+std::vector<std::vector<float>> CpuTransformer::Logits(const Batch& batch,
+                                                       const float* hidden_states) const {
+  const int64_t hidden = config_.hidden_size, vocab = config_.vocab_size;
+  // The wanted rows of every chunk, gathered; the vocabulary projection runs per chunk (see
+  // LinearPerChunk).
+  std::vector<int64_t> first_wanted;
+  std::vector<float> wanted;
+  for (size_t c = 0; c < batch.chunks.size(); ++c) {
+    const int64_t end = batch.row_offsets[c + 1];
+    const int64_t first = batch.chunks[c].mode == LogitsMode::kAll ? batch.row_offsets[c] : end - 1;
+    first_wanted.push_back(static_cast<int64_t>(wanted.size()) / hidden);
+    wanted.insert(wanted.end(), hidden_states + first * hidden, hidden_states + end * hidden);
+  }
+  const int64_t rows = static_cast<int64_t>(wanted.size()) / hidden;
+  first_wanted.push_back(rows);
+  RmsNorm(wanted.data(), weights_.final_norm.data(), wanted.data(), rows, hidden,
+          static_cast<float>(config_.rms_norm_eps));
+  std::vector<float> logits(rows * vocab);
+  for (size_t c = 0; c < batch.chunks.size(); ++c) {
+    Linear(wanted.data() + first_wanted[c] * hidden, weights_.output_projection(), nullptr,
+           logits.data() + first_wanted[c] * vocab, first_wanted[c + 1] - first_wanted[c], hidden,
+           vocab);
+  }
+
+  std::vector<std::vector<float>> per_chunk;
+  if (batch.chunks.size() == 1) {
+    per_chunk.push_back(std::move(logits));  // no copy of a possibly large block
+    return per_chunk;
+  }
+  for (size_t c = 0; c < batch.chunks.size(); ++c) {
+    per_chunk.emplace_back(logits.begin() + first_wanted[c] * vocab,
+                           logits.begin() + first_wanted[c + 1] * vocab);
+  }
+  return per_chunk;
 }
 
 }  // namespace gistmem::model

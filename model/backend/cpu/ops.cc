@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace gistmem::model {
@@ -13,10 +14,12 @@ void RmsNorm(const float* x, const float* weight, float* out, int64_t rows, int6
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * dim;
     float* out_row = out + r * dim;
-    float sum = 0.f;
+    // A double sum keeps long rows as accurate as torch's blocked fp32 reduction.
+    double sum = 0;
     for (int64_t i = 0; i < dim; ++i)
-      sum += row[i] * row[i];
-    const float scale = 1.f / std::sqrt(sum / static_cast<float>(dim) + eps);
+      sum += static_cast<double>(row[i]) * row[i];
+    const float mean = static_cast<float>(sum / static_cast<double>(dim));
+    const float scale = 1.f / std::sqrt(mean + eps);
     for (int64_t i = 0; i < dim; ++i)
       out_row[i] = row[i] * scale * weight[i];
   }
@@ -24,14 +27,15 @@ void RmsNorm(const float* x, const float* weight, float* out, int64_t rows, int6
 
 void Linear(const float* x, const float* w, const float* bias, float* y, int64_t rows,
             int64_t in_dim, int64_t out_dim) {
-  if (rows == 0) return;
+  if (rows == 0 || out_dim == 0) return;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
               static_cast<int>(out_dim), static_cast<int>(in_dim), 1.f, x, static_cast<int>(in_dim),
               w, static_cast<int>(in_dim), 0.f, y, static_cast<int>(out_dim));
   if (bias == nullptr) return;
   for (int64_t r = 0; r < rows; ++r) {
+    float* y_row = y + r * out_dim;
     for (int64_t o = 0; o < out_dim; ++o)
-      y[r * out_dim + o] += bias[o];
+      y_row[o] += bias[o];
   }
 }
 
@@ -40,14 +44,14 @@ void ApplyRope(float* x, std::span<const int64_t> positions, int64_t num_heads, 
   const int64_t half = head_dim / 2;
   std::vector<float> cos_table(half), sin_table(half);
   for (size_t r = 0; r < positions.size(); ++r) {
-    // fp32 angle, as transformers computes position * inv_freq.
+    // torch multiplies the fp32 position by the fp32 frequency and rounds to fp32.
     const float position = static_cast<float>(positions[r]);
     for (int64_t i = 0; i < half; ++i) {
       const float angle = position * inv_freq[i];
       cos_table[i] = std::cos(angle);
       sin_table[i] = std::sin(angle);
     }
-    float* row = x + r * num_heads * head_dim;
+    float* row = x + static_cast<int64_t>(r) * num_heads * head_dim;
     for (int64_t h = 0; h < num_heads; ++h) {
       float* head = row + h * head_dim;
       for (int64_t i = 0; i < half; ++i) {
@@ -69,13 +73,52 @@ void SiluMul(float* gate, const float* up, int64_t count) {
 void Softmax(float* values, int64_t count) {
   if (count == 0) return;
   const float max = *std::max_element(values, values + count);
+  if (max == -std::numeric_limits<float>::infinity()) {
+    std::fill_n(values, count, 0.f);  // nothing visible: no weight anywhere
+    return;
+  }
   float sum = 0.f;
   for (int64_t i = 0; i < count; ++i) {
     values[i] = std::exp(values[i] - max);
     sum += values[i];
   }
+  const float inverse = 1.f / sum;
   for (int64_t i = 0; i < count; ++i)
-    values[i] /= sum;
+    values[i] *= inverse;
+}
+
+float Dot(const float* a, const float* b, int64_t count) {
+  // Eight independent partial sums let the compiler use vector registers without
+  // reassociating a single floating-point chain.
+  constexpr int64_t kLanes = 8;
+  float partial[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    for (int64_t lane = 0; lane < kLanes; ++lane)
+      partial[lane] += a[i + lane] * b[i + lane];
+  }
+  float sum = 0.f;
+  for (; i < count; ++i)
+    sum += a[i] * b[i];
+  for (float p : partial)
+    sum += p;
+  return sum;
+}
+
+void AttendOneHead(const float* query, const float* keys, const float* values, int64_t row_stride,
+                   std::span<const int64_t> rows, int64_t head_dim, float scale, float* weights,
+                   float* out) {
+  const int64_t count = static_cast<int64_t>(rows.size());
+  for (int64_t j = 0; j < count; ++j)
+    weights[j] = Dot(query, keys + rows[j] * row_stride, head_dim) * scale;
+  Softmax(weights, count);
+  std::fill_n(out, head_dim, 0.f);
+  for (int64_t j = 0; j < count; ++j) {
+    const float weight = weights[j];
+    const float* value = values + rows[j] * row_stride;
+    for (int64_t d = 0; d < head_dim; ++d)
+      out[d] += weight * value[d];
+  }
 }
 
 }  // namespace gistmem::model

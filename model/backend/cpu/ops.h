@@ -10,18 +10,30 @@ namespace gistmem::model {
 void RmsNorm(const float* x, const float* weight, float* out, int64_t rows, int64_t dim, float eps);
 
 // y[rows, out_dim] = x[rows, in_dim] * w[out_dim, in_dim]^T (+ bias), through BLAS.
+// `bias` may be null. y must not alias x or w.
 void Linear(const float* x, const float* w, const float* bias, float* y, int64_t rows,
             int64_t in_dim, int64_t out_dim);
 
 // Rotates each head of each row in place by its position, in the "rotate half" layout
-// transformers uses: pairs are (i, i + head_dim / 2) with angle position * inv_freq[i].
+// transformers uses: pairs are (i, i + head_dim / 2) with angle position * inv_freq[i],
+// computed in fp32 as torch does. Row r (num_heads * head_dim floats) uses positions[r].
 void ApplyRope(float* x, std::span<const int64_t> positions, int64_t num_heads, int64_t head_dim,
                std::span<const float> inv_freq);
 
 // gate[i] = silu(gate[i]) * up[i].
 void SiluMul(float* gate, const float* up, int64_t count);
 
-// In-place softmax of `count` values.
+// In-place softmax of `count` values; -inf entries get probability 0.
 void Softmax(float* values, int64_t count);
+
+float Dot(const float* a, const float* b, int64_t count);
+
+// One query head attending to the key/value rows listed in `rows`:
+// out = sum_j softmax_j(query . key_j * scale) * value_j.
+// `keys` and `values` point at this head's slice of row 0; consecutive rows are `row_stride`
+// floats apart. `weights` is scratch for rows.size() floats. No rows gives zeros.
+void AttendOneHead(const float* query, const float* keys, const float* values, int64_t row_stride,
+                   std::span<const int64_t> rows, int64_t head_dim, float scale, float* weights,
+                   float* out);
 
 }  // namespace gistmem::model

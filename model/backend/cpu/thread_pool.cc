@@ -1,5 +1,7 @@
 #include "model/backend/cpu/thread_pool.h"
 
+#include <utility>
+
 namespace gistmem::model {
 
 ThreadPool::ThreadPool(int num_threads) {
@@ -18,14 +20,15 @@ ThreadPool::~ThreadPool() {
     worker.join();
 }
 
-// Claims indices one at a time until none are left.
-void ThreadPool::RunShare() {
-  std::unique_lock lock(mutex_);
-  while (next_ < count_) {
-    const int64_t index = next_++;
-    lock.unlock();
-    (*body_)(index);
-    lock.lock();
+void ThreadPool::RunShare(const std::function<void(int64_t)>* body, int64_t count) {
+  for (int64_t index = next_.fetch_add(1); index < count; index = next_.fetch_add(1)) {
+    try {
+      (*body)(index);
+    } catch (...) {
+      next_.store(count);  // nobody claims more
+      std::lock_guard lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
   }
 }
 
@@ -36,9 +39,12 @@ void ThreadPool::WorkerLoop() {
     wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
     if (stopping_) return;
     seen = generation_;
+    // A worker that wakes after its loop ended finds no index left and never calls body.
+    const std::function<void(int64_t)>* body = body_;
+    const int64_t count = count_;
     ++busy_;
     lock.unlock();
-    RunShare();
+    RunShare(body, count);
     lock.lock();
     if (--busy_ == 0) done_.notify_all();
   }
@@ -51,18 +57,26 @@ void ThreadPool::ParallelFor(int64_t count, const std::function<void(int64_t)>& 
       body(i);
     return;
   }
+  std::lock_guard caller(caller_mutex_);
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
+    // Late workers of the previous loop must leave before next_ is reset under them.
+    done_.wait(lock, [&] { return busy_ == 0; });
     body_ = &body;
     count_ = count;
-    next_ = 0;
+    next_.store(0);
+    error_ = nullptr;
     ++generation_;
   }
   wake_.notify_all();
-  RunShare();
-  std::unique_lock lock(mutex_);
-  done_.wait(lock, [&] { return busy_ == 0 && next_ >= count_; });
-  body_ = nullptr;
+  RunShare(&body, count);
+  std::exception_ptr error;
+  {
+    std::unique_lock lock(mutex_);
+    done_.wait(lock, [&] { return busy_ == 0; });
+    error = std::exchange(error_, nullptr);
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace gistmem::model
