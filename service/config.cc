@@ -1,0 +1,133 @@
+#include "service/config.h"
+
+#include <limits>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+
+ABSL_FLAG(std::string, model, "", "Model directory: config.json, *.safetensors, tokenizer.json");
+ABSL_FLAG(std::string, db, "", "RocksDB directory of the session store (created when missing)");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "Address to serve on, HOST:PORT; port 0 picks a free one (printed at start-up)");
+ABSL_FLAG(std::string, policy, "full",
+          "Memory policy: full (window, pool and gist arrive with the gist-memory work)");
+ABSL_FLAG(int, threads, 0, "Threads of the CPU forward pass; 0 = every core");
+ABSL_FLAG(int, workers, 8, "Threads for store I/O, commits and unary calls");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "On SIGTERM/SIGINT, how long running turns may take before they are cancelled");
+ABSL_FLAG(int64_t, max_sessions_in_memory, 256, "Sessions whose KV cache stays in memory");
+ABSL_FLAG(int64_t, max_cache_bytes, int64_t{4} << 30, "Bytes of KV cache kept in memory");
+ABSL_FLAG(int64_t, max_stored_sessions, 100000, "Sessions the store may hold");
+ABSL_FLAG(int64_t, max_request_tokens, 8192, "Tokens one request may add to a session");
+ABSL_FLAG(int64_t, max_session_tokens, 0,
+          "Tokens a session may hold; 0 = the model's max_position_embeddings");
+ABSL_FLAG(int64_t, max_message_bytes, int64_t{4} << 20, "Largest gRPC message accepted");
+ABSL_FLAG(int64_t, max_content_bytes, int64_t{1} << 20,
+          "Largest message content or system prompt, in bytes");
+ABSL_FLAG(int64_t, max_new_tokens, 4096, "Largest max_tokens a request may ask for");
+ABSL_FLAG(int64_t, default_max_tokens, 256, "max_tokens when neither request nor session sets it");
+ABSL_FLAG(int64_t, prefill_chunk, 256, "Prompt tokens of one session per forward step");
+ABSL_FLAG(int64_t, max_step_tokens, 2048, "Rows of all sessions together per forward step");
+
+namespace gistmem::service {
+namespace {
+
+absl::Status AtLeast(std::string_view flag, int64_t value, int64_t minimum) {
+  if (value >= minimum) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", std::string(flag), " must be at least ", minimum, ", got ", value));
+}
+
+}  // namespace
+
+absl::StatusOr<PolicyKind> ParsePolicy(std::string_view name) {
+  if (name == "full") return PolicyKind::kFull;
+  if (name == "window") return PolicyKind::kWindow;
+  if (name == "pool") return PolicyKind::kPool;
+  if (name == "gist") return PolicyKind::kGist;
+  return absl::InvalidArgumentError(absl::StrCat("unknown --policy \"", std::string(name),
+                                                 "\"; one of full, window, pool, gist"));
+}
+
+std::string_view PolicyName(PolicyKind policy) {
+  switch (policy) {
+    case PolicyKind::kFull:
+      return "full";
+    case PolicyKind::kWindow:
+      return "window";
+    case PolicyKind::kPool:
+      return "pool";
+    case PolicyKind::kGist:
+      return "gist";
+  }
+  return "unknown";
+}
+
+absl::Status ValidateConfig(const ServerConfig& config) {
+  if (config.policy != PolicyKind::kFull) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--policy ", std::string(PolicyName(config.policy)),
+        " is not available yet: the window, pool and gist policies arrive with the gist-memory "
+        "work; this server runs --policy full"));
+  }
+  if (config.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+  if (config.db_path.empty()) return absl::InvalidArgumentError("--db is required");
+  if (config.listen_address.empty()) return absl::InvalidArgumentError("--listen is required");
+  const Limits& limits = config.limits;
+  for (const absl::Status& status : {
+           AtLeast("threads", config.compute_threads, 0),
+           AtLeast("workers", config.worker_threads, 1),
+           AtLeast("max_sessions_in_memory", limits.max_sessions_in_memory, 1),
+           AtLeast("max_cache_bytes", limits.max_cache_bytes, 1),
+           AtLeast("max_stored_sessions", limits.max_stored_sessions, 1),
+           AtLeast("max_request_tokens", limits.max_request_tokens, 1),
+           AtLeast("max_session_tokens", limits.max_session_tokens, 0),
+           AtLeast("max_message_bytes", limits.max_message_bytes, 1024),
+           AtLeast("max_content_bytes", limits.max_content_bytes, 1),
+           AtLeast("max_new_tokens", limits.max_new_tokens, 1),
+           AtLeast("default_max_tokens", limits.default_max_tokens, 1),
+           AtLeast("prefill_chunk", config.scheduler.prefill_chunk, 1),
+           AtLeast("max_step_tokens", config.scheduler.max_step_tokens, 1),
+       }) {
+    if (!status.ok()) return status;
+  }
+  if (limits.default_max_tokens > limits.max_new_tokens) {
+    return absl::InvalidArgumentError("--default_max_tokens must not exceed --max_new_tokens");
+  }
+  if (limits.max_message_bytes > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError("--max_message_bytes must fit in 31 bits");
+  }
+  if (config.shutdown_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--shutdown_grace must not be negative");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ServerConfig> ConfigFromFlags() {
+  ServerConfig config;
+  absl::StatusOr<PolicyKind> policy = ParsePolicy(absl::GetFlag(FLAGS_policy));
+  if (!policy.ok()) return policy.status();
+  config.policy = *policy;
+  config.model_dir = absl::GetFlag(FLAGS_model);
+  config.db_path = absl::GetFlag(FLAGS_db);
+  config.listen_address = absl::GetFlag(FLAGS_listen);
+  config.compute_threads = absl::GetFlag(FLAGS_threads);
+  config.worker_threads = absl::GetFlag(FLAGS_workers);
+  config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  Limits& limits = config.limits;
+  limits.max_sessions_in_memory = absl::GetFlag(FLAGS_max_sessions_in_memory);
+  limits.max_cache_bytes = absl::GetFlag(FLAGS_max_cache_bytes);
+  limits.max_stored_sessions = absl::GetFlag(FLAGS_max_stored_sessions);
+  limits.max_request_tokens = absl::GetFlag(FLAGS_max_request_tokens);
+  limits.max_session_tokens = absl::GetFlag(FLAGS_max_session_tokens);
+  limits.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  limits.max_content_bytes = absl::GetFlag(FLAGS_max_content_bytes);
+  limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  config.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  config.scheduler.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
+  if (absl::Status status = ValidateConfig(config); !status.ok()) return status;
+  return config;
+}
+
+}  // namespace gistmem::service

@@ -1,0 +1,73 @@
+// Everything gistmem-server is told at start-up: where the model and the database are, where to
+// listen, which memory policy to run and the limits it enforces. Filled from command-line flags
+// (or a flag file: abseil's --flagfile=PATH, one --name=value per line) by ConfigFromFlags; tests
+// build it directly.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace gistmem::service {
+
+// The policies of gist-method.md. Only `kFull` is built; the others arrive with the gist-memory
+// work and are refused at start-up.
+enum class PolicyKind { kFull, kWindow, kPool, kGist };
+
+absl::StatusOr<PolicyKind> ParsePolicy(std::string_view name);
+std::string_view PolicyName(PolicyKind policy);
+
+struct Limits {
+  // Sessions whose cache is kept in memory, and the bytes those caches may take; the least
+  // recently used idle sessions leave memory (they stay in the store) when either is exceeded.
+  int64_t max_sessions_in_memory = 256;
+  int64_t max_cache_bytes = int64_t{4} << 30;
+  // Sessions the store may hold; CreateSession and ForkSession fail beyond it.
+  int64_t max_stored_sessions = 100000;
+  // Tokens one request may add to a session's stream (template and message).
+  int64_t max_request_tokens = 8192;
+  // Tokens a session's stream may hold; 0 means the model's max_position_embeddings.
+  int64_t max_session_tokens = 0;
+  // Largest gRPC message the server accepts (gRPC answers RESOURCE_EXHAUSTED beyond it).
+  int64_t max_message_bytes = int64_t{4} << 20;
+  // Largest message content or system prompt, in bytes (INVALID_ARGUMENT beyond it).
+  int64_t max_content_bytes = int64_t{1} << 20;
+  // Upper bound of SamplingParams.max_tokens, and the value used when neither the request nor
+  // the session sets it.
+  int64_t max_new_tokens = 4096;
+  int64_t default_max_tokens = 256;
+};
+
+struct SchedulerOptions {
+  // Prompt tokens of one session fed to one forward step. Fixed per session, never split by the
+  // load of others, so a session's numbers do not depend on what runs beside it.
+  int64_t prefill_chunk = 256;
+  // Rows (prompt chunks plus one per decoding session) one step may take; the oldest turns go
+  // first, so none waits for ever.
+  int64_t max_step_tokens = 2048;
+};
+
+struct ServerConfig {
+  std::filesystem::path model_dir;
+  std::filesystem::path db_path;
+  std::string listen_address = "127.0.0.1:50051";
+  PolicyKind policy = PolicyKind::kFull;
+  int compute_threads = 0;  // 0: every core
+  int worker_threads = 8;   // store I/O, commits and unary calls
+  absl::Duration shutdown_grace = absl::Seconds(10);
+  Limits limits;
+  SchedulerOptions scheduler;
+};
+
+// The configuration the flags describe. INVALID_ARGUMENT naming the flag when one is missing or
+// out of range; UNIMPLEMENTED for a policy other than `full`.
+absl::StatusOr<ServerConfig> ConfigFromFlags();
+
+// Checks ranges and the policy; ConfigFromFlags calls it, and so does the server for configs
+// built in code.
+absl::Status ValidateConfig(const ServerConfig& config);
+
+}  // namespace gistmem::service

@@ -1,0 +1,185 @@
+#include "service/grpc_service.h"
+
+#include <memory>
+#include <utility>
+
+#include "service/generate_reactor.h"
+#include "service/grpc_codec.h"
+#include "service/session_proto.h"
+
+namespace gistmem::service {
+namespace {
+
+// Append's reply: the usage once the message is durable.
+class AppendObserver final : public TurnObserver {
+ public:
+  AppendObserver(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+                 grpc::ByteBuffer* response)
+      : context_(context), reactor_(reactor), response_(response) {}
+
+  void OnStart(const std::string&, int64_t) override {}
+  void OnDelta(std::string, std::vector<int32_t>) override {}
+  void OnEnd(const absl::Status& status, const TurnOutcome& outcome) override {
+    if (!status.ok()) return reactor_->Finish(ToGrpcStatus(status));
+    if (outcome.finish_reason == v1::FINISH_REASON_CANCELLED) {
+      return reactor_->Finish(CancelledStatus(*context_));
+    }
+    v1::AppendResponse response;
+    *response.mutable_usage() = outcome.usage;
+    *response_ = SerializeMessage(response);
+    reactor_->Finish(grpc::Status::OK);
+  }
+
+ private:
+  grpc::CallbackServerContext* context_;
+  grpc::ServerUnaryReactor* reactor_;
+  grpc::ByteBuffer* response_;
+};
+
+}  // namespace
+
+GistmemService::GistmemService(const ServiceRuntime& runtime, SessionManager& sessions,
+                               TurnExecutor& turns)
+    : runtime_(runtime), sessions_(sessions), turns_(turns) {}
+
+template <typename Request, typename Handler>
+grpc::ServerUnaryReactor* GistmemService::RunUnary(Context* context, const ByteBuffer* request,
+                                                   ByteBuffer* response, Handler handler) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Request> parsed = ParseRequest<Request>(*request);
+  if (!parsed.ok()) {
+    reactor->Finish(ToGrpcStatus(parsed.status()));
+    return reactor;
+  }
+  runtime_.workers.Post(
+      [reactor, response, handler = std::move(handler), parsed = *std::move(parsed)] {
+        auto result = handler(parsed);
+        if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status()));
+        *response = SerializeMessage(*result);
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GistmemService::CreateSession(Context* context, const ByteBuffer* request,
+                                                        ByteBuffer* response) {
+  return RunUnary<v1::CreateSessionRequest>(
+      context, request, response,
+      [this](const v1::CreateSessionRequest& create) -> absl::StatusOr<v1::Session> {
+        absl::StatusOr<store::SessionRecord> record = sessions_.Create(create);
+        if (!record.ok()) return record.status();
+        return ToSessionProto(*record);
+      });
+}
+
+grpc::ServerUnaryReactor* GistmemService::GetSession(Context* context, const ByteBuffer* request,
+                                                     ByteBuffer* response) {
+  return RunUnary<v1::GetSessionRequest>(
+      context, request, response,
+      [this](const v1::GetSessionRequest& get) -> absl::StatusOr<v1::Session> {
+        absl::StatusOr<store::SessionRecord> record = sessions_.Get(get.session_id());
+        if (!record.ok()) return record.status();
+        return ToSessionProto(*record);
+      });
+}
+
+grpc::ServerUnaryReactor* GistmemService::ListSessions(Context* context, const ByteBuffer* request,
+                                                       ByteBuffer* response) {
+  return RunUnary<v1::ListSessionsRequest>(
+      context, request, response,
+      [this](const v1::ListSessionsRequest& list) -> absl::StatusOr<v1::ListSessionsResponse> {
+        absl::StatusOr<store::SessionPage> page =
+            sessions_.List(list.page_size(), list.page_token());
+        if (!page.ok()) return page.status();
+        v1::ListSessionsResponse result;
+        for (const store::SessionRecord& record : page->sessions) {
+          *result.add_sessions() = ToSessionProto(record);
+        }
+        result.set_next_page_token(page->next_page_token);
+        return result;
+      });
+}
+
+grpc::ServerUnaryReactor* GistmemService::DeleteSession(Context* context, const ByteBuffer* request,
+                                                        ByteBuffer* response) {
+  return RunUnary<v1::DeleteSessionRequest>(
+      context, request, response,
+      [this](const v1::DeleteSessionRequest& del) -> absl::StatusOr<v1::DeleteSessionResponse> {
+        if (absl::Status deleted = sessions_.Delete(del.session_id()); !deleted.ok()) {
+          return deleted;
+        }
+        return v1::DeleteSessionResponse();
+      });
+}
+
+grpc::ServerUnaryReactor* GistmemService::ForkSession(Context* context, const ByteBuffer* request,
+                                                      ByteBuffer* response) {
+  return RunUnary<v1::ForkSessionRequest>(
+      context, request, response,
+      [this](const v1::ForkSessionRequest& fork) -> absl::StatusOr<v1::Session> {
+        absl::StatusOr<store::SessionRecord> record =
+            sessions_.Fork(fork.session_id(), fork.new_session_id());
+        if (!record.ok()) return record.status();
+        return ToSessionProto(*record);
+      });
+}
+
+grpc::ServerUnaryReactor* GistmemService::GetSessionStats(Context* context,
+                                                          const ByteBuffer* request,
+                                                          ByteBuffer* response) {
+  return RunUnary<v1::GetSessionStatsRequest>(
+      context, request, response,
+      [this](const v1::GetSessionStatsRequest& get) -> absl::StatusOr<v1::SessionStats> {
+        return sessions_.Stats(get.session_id());
+      });
+}
+
+grpc::ServerUnaryReactor* GistmemService::Append(Context* context, const ByteBuffer* request,
+                                                 ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<v1::AppendRequest> parsed = ParseRequest<v1::AppendRequest>(*request);
+  if (!parsed.ok()) {
+    reactor->Finish(ToGrpcStatus(parsed.status()));
+    return reactor;
+  }
+  TurnRequest turn;
+  turn.kind = TurnRequest::Kind::kAppend;
+  turn.session_id = parsed->session_id();
+  turn.role = parsed->message().role();
+  turn.content = parsed->message().content();
+  turn.is_cancelled = [context] { return context->IsCancelled(); };
+  turns_.Submit(std::move(turn), std::make_shared<AppendObserver>(context, reactor, response));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* GistmemService::Generate(Context* context,
+                                                                     const ByteBuffer* request) {
+  return new GenerateReactor(context, request, turns_);
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* GistmemService::Chat(
+    Context* context) {
+  auto* reactor = new ChatReactor(context, turns_, [this](ChatReactor* done) {
+    std::lock_guard lock(chats_mutex_);
+    chats_.erase(done);
+  });
+  bool refuse = false;
+  {
+    std::lock_guard lock(chats_mutex_);
+    chats_.insert(reactor);
+    refuse = shutting_down_;
+  }
+  if (refuse) reactor->Shutdown();
+  return reactor;
+}
+
+void GistmemService::BeginShutdown() {
+  // Reactors leave the set in OnDone, which gRPC runs on its own threads (never inline in
+  // Finish for application reactors), so calling into them under the lock keeps them alive.
+  std::lock_guard lock(chats_mutex_);
+  shutting_down_ = true;
+  for (ChatReactor* chat : chats_)
+    chat->Shutdown();
+}
+
+}  // namespace gistmem::service

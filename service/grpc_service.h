@@ -1,0 +1,72 @@
+// gistmem.v1.Gistmem on gRPC's callback API. Every method is registered raw (see
+// service/grpc_codec.h); unary methods run their store work on the worker pool, turns go
+// through the TurnExecutor, and errors leave as the absl status codes the layers below chose.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <mutex>
+#include <unordered_set>
+
+#include "gistmem/v1/gistmem.grpc.pb.h"
+#include "service/chat_reactor.h"
+#include "service/runtime.h"
+#include "service/session_manager.h"
+#include "service/turn_executor.h"
+
+namespace gistmem::service {
+
+namespace internal {
+using G = v1::Gistmem;
+using RawGistmemService = G::WithRawCallbackMethod_CreateSession<
+    G::WithRawCallbackMethod_GetSession<G::WithRawCallbackMethod_ListSessions<
+        G::WithRawCallbackMethod_DeleteSession<G::WithRawCallbackMethod_ForkSession<
+            G::WithRawCallbackMethod_GetSessionStats<G::WithRawCallbackMethod_Append<
+                G::WithRawCallbackMethod_Generate<G::WithRawCallbackMethod_Chat<G::Service>>>>>>>>>;
+}  // namespace internal
+
+class GistmemService final : public internal::RawGistmemService {
+ public:
+  GistmemService(const ServiceRuntime& runtime, SessionManager& sessions, TurnExecutor& turns);
+
+  // Open Chat streams take no new turns and end (UNAVAILABLE) after their running turn; new
+  // ones are refused. Called before grpc::Server::Shutdown, which then waits for the rest.
+  void BeginShutdown();
+
+  using ByteBuffer = grpc::ByteBuffer;
+  using Context = grpc::CallbackServerContext;
+  grpc::ServerUnaryReactor* CreateSession(Context* context, const ByteBuffer* request,
+                                          ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetSession(Context* context, const ByteBuffer* request,
+                                       ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListSessions(Context* context, const ByteBuffer* request,
+                                         ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* DeleteSession(Context* context, const ByteBuffer* request,
+                                          ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ForkSession(Context* context, const ByteBuffer* request,
+                                        ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetSessionStats(Context* context, const ByteBuffer* request,
+                                            ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Append(Context* context, const ByteBuffer* request,
+                                   ByteBuffer* response) override;
+  grpc::ServerWriteReactor<ByteBuffer>* Generate(Context* context,
+                                                 const ByteBuffer* request) override;
+  grpc::ServerBidiReactor<ByteBuffer, ByteBuffer>* Chat(Context* context) override;
+
+ private:
+  // Parses the request, runs `handler` (returning absl::StatusOr of the response message) on
+  // a worker and finishes the call with its result.
+  template <typename Request, typename Handler>
+  grpc::ServerUnaryReactor* RunUnary(Context* context, const ByteBuffer* request,
+                                     ByteBuffer* response, Handler handler);
+
+  const ServiceRuntime& runtime_;
+  SessionManager& sessions_;
+  TurnExecutor& turns_;
+
+  std::mutex chats_mutex_;
+  std::unordered_set<ChatReactor*> chats_;
+  bool shutting_down_ = false;
+};
+
+}  // namespace gistmem::service

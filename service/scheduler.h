@@ -1,0 +1,101 @@
+// Continuous batching: one thread runs forward steps for every session with work. Each step
+// takes, oldest turn first, the next prompt chunk or the next decode token of each active job
+// and runs them together (service/batch_forward.h); jobs join and leave between steps.
+//
+// A job's rows never depend on what runs beside it: prompt chunks have a fixed size per job
+// (never cut to fit a step) and each sequence keeps its own cache, and the runtime's batched
+// forward gives each sequence what it would compute alone; so a session's tokens are the same
+// alone or in a crowd. Cancellation is checked between steps; a cancelled or failed job leaves its
+// cache truncated back to where it started.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model/backend/cpu/cpu_transformer.h"
+#include "model/kv_cache.h"
+#include "model/sampling.h"
+#include "service/config.h"
+
+namespace gistmem::service {
+
+struct JobResult {
+  enum class Outcome {
+    kFinished,   // the prompt was read and, for generation, a reply produced
+    kCancelled,  // is_cancelled said so between steps; the cache is back to its start
+    kFailed,     // the forward pass threw; `error` says why, the cache is truncated back
+  };
+  Outcome outcome = Outcome::kFinished;
+  std::vector<int32_t> generated;  // sampled tokens, the stop token included when there is one
+  bool stopped = false;            // ended by a stop token rather than the token limit
+  std::string error;
+};
+
+struct Job {
+  // The session's cache; the job owns it until on_done.
+  model::KvCache* cache = nullptr;
+  // Tokens to read. With reread_last, the first is the cache's last token: its entry is dropped
+  // and computed again to get its logits back (a reply continued after a max_tokens cut).
+  std::vector<int32_t> prompt;
+  bool reread_last = false;
+  // Generation; when false the job only reads the prompt.
+  bool generate = false;
+  model::SamplingParams sampling;
+  int64_t max_new_tokens = 0;
+  std::vector<int32_t> stop_token_ids;
+  // Every stream token before the prompt (for the repetition penalty).
+  std::vector<int32_t> history;
+
+  // Called on the scheduler thread; they must not block.
+  std::function<bool()> is_cancelled;
+  std::function<void(int32_t token)> on_token;  // each sampled token, before it is read
+  std::function<void(JobResult)> on_done;       // exactly once, last
+};
+
+class Scheduler {
+ public:
+  Scheduler(model::CpuTransformer& model, const SchedulerOptions& options);
+  // Stops: jobs still queued or running end as cancelled.
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a job; it joins the next step.
+  void Submit(std::unique_ptr<Job> job);
+
+  // Ends every job as cancelled and joins the thread. Later Submits are cancelled at once.
+  void Stop();
+
+  // Forward steps run so far, and the most sessions one of them held (> 1 shows batching).
+  int64_t steps() const { return steps_.load(); }
+  int64_t max_sequences_in_step() const { return max_sequences_in_step_.load(); }
+  // Jobs submitted whose on_done has not returned yet.
+  int64_t jobs_in_flight() const { return jobs_in_flight_.load(); }
+
+ private:
+  struct Active;
+  void Run();
+  void Step(std::vector<std::unique_ptr<Active>>& active);
+  void Complete(Job& job, JobResult result);
+
+  model::CpuTransformer& model_;
+  const SchedulerOptions options_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Job>> incoming_;
+  bool stopping_ = false;
+  std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> max_sequences_in_step_{0};
+  std::atomic<int64_t> jobs_in_flight_{0};
+  std::thread thread_;
+};
+
+}  // namespace gistmem::service

@@ -1,0 +1,100 @@
+#include "service/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "model/fingerprint.h"
+#include "store/rocks_store.h"
+
+namespace gistmem::service {
+
+Server::Server(const ServerConfig& config) : config_(config) {}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config) {
+  if (absl::Status valid = ValidateConfig(config); !valid.ok()) return valid;
+  std::unique_ptr<Server> server(new Server(config));
+  if (absl::Status started = server->Init(); !started.ok()) return started;
+  return server;
+}
+
+absl::Status Server::Init() {
+  try {
+    spdlog::info("loading model from {}", config_.model_dir.string());
+    fingerprint_ = model::ModelFingerprint(config_.model_dir);
+    model_ = model::CpuTransformer::Load(config_.model_dir, config_.compute_threads);
+    tokenizer_ = std::make_unique<model::Tokenizer>(
+        model::Tokenizer::FromFile(config_.model_dir / "tokenizer.json"));
+    turn_tokens_ = std::make_unique<TurnTokens>(*tokenizer_, model_->config());
+  } catch (const std::exception& error) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot load the model in ", config_.model_dir.string(), ": ", error.what()));
+  }
+  spdlog::info("model {}", fingerprint_);
+
+  absl::StatusOr<std::unique_ptr<store::RocksStore>> store =
+      store::RocksStore::Open(config_.db_path);
+  if (!store.ok()) return store.status();
+  store_ = *std::move(store);
+
+  workers_ = std::make_unique<WorkerPool>(config_.worker_threads);
+  scheduler_ = std::make_unique<Scheduler>(*model_, config_.scheduler);
+  int64_t max_session_tokens = model_->config().max_position_embeddings;
+  if (config_.limits.max_session_tokens > 0 &&
+      (max_session_tokens <= 0 || config_.limits.max_session_tokens < max_session_tokens)) {
+    max_session_tokens = config_.limits.max_session_tokens;
+  }
+  runtime_ = std::make_unique<ServiceRuntime>(
+      ServiceRuntime{config_, *model_, *tokenizer_, *turn_tokens_, fingerprint_, *store_,
+                     *scheduler_, *workers_, max_session_tokens});
+  sessions_ = std::make_unique<SessionManager>(*runtime_);
+  if (absl::Status counted = sessions_->Init(); !counted.ok()) return counted;
+  turns_ = std::make_unique<TurnExecutor>(*runtime_, *sessions_);
+  service_ = std::make_unique<GistmemService>(*runtime_, *sessions_, *turns_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config_.listen_address, grpc::InsecureServerCredentials(), &port_);
+  builder.RegisterService(service_.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.max_message_bytes));
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config_.listen_address));
+  }
+  server_->GetHealthCheckService()->SetServingStatus(kHealthServiceName, true);
+  return absl::OkStatus();
+}
+
+std::string Server::address() const {
+  const std::string& listen = config_.listen_address;
+  const size_t colon = listen.rfind(':');
+  return absl::StrCat(colon == std::string::npos ? listen : listen.substr(0, colon), ":", port_);
+}
+
+void Server::Shutdown(absl::Duration grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_) {
+    spdlog::info("shutting down: running turns have {}", absl::FormatDuration(grace));
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    service_->BeginShutdown();
+    // Waits for every call; those still running at the deadline are cancelled, which the
+    // turns notice between tokens. The scheduler and workers must run until then.
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    server_->Wait();
+  }
+  if (scheduler_) scheduler_->Stop();
+  if (workers_) workers_->Stop();
+  store_.reset();  // closes RocksDB; every commit was synced already
+  spdlog::info("shut down");
+}
+
+Server::~Server() {
+  Shutdown(absl::ZeroDuration());
+}
+
+}  // namespace gistmem::service

@@ -1,0 +1,413 @@
+#include "service/session_manager.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "service/kv_segment.h"
+#include "service/sampling_options.h"
+#include "store/ids.h"
+
+namespace gistmem::service {
+namespace {
+
+bool IsFullPolicy(const v1::MemoryPolicy& policy) {
+  return policy.kind() == v1::MemoryPolicy::FULL ||
+         policy.kind() == v1::MemoryPolicy::KIND_UNSPECIFIED;
+}
+
+absl::Status CheckUsable(const store::SessionRecord& record, const std::string& fingerprint) {
+  if (record.model_fingerprint() != fingerprint) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("session ", record.session_id(), " was made for model ",
+                     record.model_fingerprint(), "; this server runs ", fingerprint));
+  }
+  if (!IsFullPolicy(record.policy())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session ", record.session_id(), " uses memory policy ",
+        v1::MemoryPolicy::Kind_Name(record.policy().kind()), "; this server runs full"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string NewSessionId() {
+  thread_local std::mt19937_64 generator{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id = "s-";
+  for (int word = 0; word < 2; ++word) {
+    uint64_t bits = generator();
+    for (int i = 0; i < 16; ++i, bits >>= 4)
+      id += kHex[bits & 0xf];
+  }
+  return id;
+}
+
+SessionManager::SessionManager(const ServiceRuntime& runtime) : runtime_(runtime) {}
+
+absl::Status SessionManager::Init() {
+  int64_t count = 0;
+  std::string token;
+  do {
+    absl::StatusOr<store::SessionPage> page =
+        runtime_.store.ListSessions(kDefaultTenant, store::kMaxPageSize, token);
+    if (!page.ok()) return page.status();
+    count += static_cast<int64_t>(page->sessions.size() + page->unreadable.size());
+    token = page->next_page_token;
+  } while (!token.empty());
+  stored_sessions_ = count;
+  spdlog::info("store holds {} sessions", count);
+  return absl::OkStatus();
+}
+
+absl::Status SessionManager::ReserveStoredSession() {
+  const int64_t limit = runtime_.config.limits.max_stored_sessions;
+  int64_t current = stored_sessions_.load();
+  do {
+    if (current >= limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the store holds ", current, " sessions, the limit (--max_stored_sessions)"));
+    }
+  } while (!stored_sessions_.compare_exchange_weak(current, current + 1));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<store::SessionRecord> SessionManager::Create(
+    const v1::CreateSessionRequest& request) {
+  const Limits& limits = runtime_.config.limits;
+  const std::string id = request.session_id().empty() ? NewSessionId() : request.session_id();
+  if (absl::Status valid = store::ValidateId("session id", id); !valid.ok()) return valid;
+  if (!IsFullPolicy(request.policy())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "memory policy ", v1::MemoryPolicy::Kind_Name(request.policy().kind()),
+        " is not available: this server runs full (window, pool and gist arrive with the "
+        "gist-memory work)"));
+  }
+  if (static_cast<int64_t>(request.system_prompt().size()) > limits.max_content_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("system_prompt has ", request.system_prompt().size(), " bytes; the limit is ",
+                     limits.max_content_bytes));
+  }
+  absl::StatusOr<std::vector<int32_t>> start =
+      runtime_.turn_tokens.SessionStart(request.system_prompt());
+  if (!start.ok()) return start.status();
+  const auto start_tokens = static_cast<int64_t>(start->size());
+  if (start_tokens > limits.max_request_tokens || start_tokens >= runtime_.max_session_tokens) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the system prompt takes ", start_tokens, " tokens; a request may add ",
+        limits.max_request_tokens, " and a session hold ", runtime_.max_session_tokens));
+  }
+  if (absl::Status sampling = ValidateSamplingDefaults(request.default_sampling(), limits);
+      !sampling.ok()) {
+    return sampling;
+  }
+  int64_t label_bytes = 0;
+  for (const auto& [key, value] : request.labels())
+    label_bytes += key.size() + value.size();
+  if (label_bytes > limits.max_content_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "labels take ", label_bytes, " bytes; the limit is ", limits.max_content_bytes));
+  }
+
+  store::SessionRecord record;
+  record.set_tenant(std::string(kDefaultTenant));
+  record.set_session_id(id);
+  record.set_model_fingerprint(runtime_.model_fingerprint);
+  record.mutable_policy()->set_kind(v1::MemoryPolicy::FULL);
+  record.set_system_prompt(request.system_prompt());
+  *record.mutable_default_sampling() = request.default_sampling();
+  record.mutable_labels()->insert(request.labels().begin(), request.labels().end());
+  const int64_t now = absl::ToUnixMicros(absl::Now());
+  record.set_create_time_micros(now);
+  record.set_update_time_micros(now);
+
+  if (absl::Status room = ReserveStoredSession(); !room.ok()) return room;
+  if (absl::Status created = runtime_.store.CreateSession(record); !created.ok()) {
+    stored_sessions_.fetch_sub(1);
+    return created;
+  }
+  spdlog::info("session {} created", id);
+  return record;
+}
+
+absl::StatusOr<store::SessionRecord> SessionManager::Get(std::string_view session_id) const {
+  return runtime_.store.GetSession(kDefaultTenant, session_id);
+}
+
+absl::StatusOr<store::SessionPage> SessionManager::List(int page_size,
+                                                        std::string_view page_token) const {
+  if (page_size < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must not be negative, got ", page_size));
+  }
+  absl::StatusOr<store::SessionPage> page =
+      runtime_.store.ListSessions(kDefaultTenant, page_size, page_token);
+  if (page.ok()) {
+    for (const store::UnreadableSession& bad : page->unreadable) {
+      spdlog::warn("session {} is unreadable: {}", bad.session_id, bad.status.ToString());
+    }
+  }
+  return page;
+}
+
+absl::Status SessionManager::Delete(std::string_view session_id) {
+  if (absl::Status valid = store::ValidateId("session id", session_id); !valid.ok()) return valid;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto found = sessions_.find(std::string(session_id)); found != sessions_.end()) {
+      // Operations holding it see `deleted`: a running turn is cancelled, waiting ones fail.
+      found->second->deleted = true;
+      if (!found->second->busy) DropLocked(*found->second);
+      sessions_.erase(found);
+    }
+  }
+  absl::Status deleted = runtime_.store.DeleteSession(kDefaultTenant, session_id);
+  if (deleted.ok()) {
+    stored_sessions_.fetch_sub(1);
+    spdlog::info("session {} deleted", session_id);
+  }
+  return deleted;
+}
+
+absl::StatusOr<store::SessionRecord> SessionManager::Fork(std::string_view session_id,
+                                                          std::string_view new_session_id) {
+  const std::string new_id = new_session_id.empty() ? NewSessionId() : std::string(new_session_id);
+  if (absl::Status valid = store::ValidateId("new session id", new_id); !valid.ok()) return valid;
+  absl::StatusOr<store::SessionRecord> source =
+      runtime_.store.GetSession(kDefaultTenant, session_id);
+  if (!source.ok()) return source.status();
+  if (absl::Status usable = CheckUsable(*source, runtime_.model_fingerprint); !usable.ok()) {
+    return usable;
+  }
+  if (absl::Status room = ReserveStoredSession(); !room.ok()) return room;
+  absl::StatusOr<store::SessionRecord> forked =
+      runtime_.store.ForkSession(kDefaultTenant, session_id, new_id);
+  if (!forked.ok()) {
+    stored_sessions_.fetch_sub(1);
+    return forked.status();
+  }
+  spdlog::info("session {} forked from {}", new_id, session_id);
+  return forked;
+}
+
+absl::StatusOr<v1::SessionStats> SessionManager::Stats(std::string_view session_id) const {
+  absl::StatusOr<store::SessionRecord> record =
+      runtime_.store.GetSession(kDefaultTenant, session_id);
+  if (!record.ok()) return record.status();
+  absl::StatusOr<store::SessionStorageStats> storage =
+      runtime_.store.Stats(kDefaultTenant, session_id);
+  if (!storage.ok()) return storage.status();
+
+  v1::SessionStats stats;
+  stats.set_session_id(record->session_id());
+  const int64_t tokens = record->stream_tokens();
+  // Policy `full` keeps one verbatim entry per token: no sinks, gists or pooled entries.
+  stats.set_stream_tokens(tokens);
+  stats.set_raw_tokens(tokens);
+  stats.set_retained_entries(tokens);
+  stats.set_window_entries(tokens);
+  stats.set_compression_ratio(1.0);
+  stats.set_bytes_disk(storage->kv_bytes + storage->transcript_bytes);
+  {
+    std::lock_guard lock(mutex_);
+    if (auto found = sessions_.find(std::string(session_id)); found != sessions_.end()) {
+      stats.set_bytes_host(found->second->cache_bytes.load());
+    }
+  }
+  return stats;
+}
+
+absl::Status SessionManager::RunExclusive(std::string_view session_id, bool if_idle,
+                                          Operation operation) {
+  if (absl::Status valid = store::ValidateId("session id", session_id); !valid.ok()) return valid;
+  std::shared_ptr<LiveSession> session;
+  {
+    std::lock_guard lock(mutex_);
+    std::shared_ptr<LiveSession>& entry = sessions_[std::string(session_id)];
+    if (!entry) entry = std::make_shared<LiveSession>(std::string(session_id));
+    session = entry;
+    if (session->busy) {
+      if (if_idle) {
+        return absl::AbortedError(absl::StrCat("session ", std::string(session_id),
+                                               " is running a turn (if_idle was set)"));
+      }
+      session->waiting.push_back(
+          [this, session, operation = std::move(operation)] { Start(session, operation); });
+      return absl::OkStatus();
+    }
+    session->busy = true;
+    if (session->in_lru) {
+      lru_.erase(session->lru_position);
+      session->in_lru = false;
+    }
+  }
+  Start(session, std::move(operation));
+  return absl::OkStatus();
+}
+
+void SessionManager::Start(const std::shared_ptr<LiveSession>& session, Operation operation) {
+  runtime_.workers.Post([this, session, operation = std::move(operation)] {
+    auto release = [this, session,
+                    released = std::make_shared<std::atomic<bool>>(false)](bool keep_in_memory) {
+      if (released->exchange(true)) return;  // only the first call counts
+      ReleaseSession(session, keep_in_memory);
+    };
+    if (session->deleted) {
+      operation(absl::NotFoundError(absl::StrCat("session ", session->id, " was deleted")),
+                release);
+      return;
+    }
+    if (absl::Status loaded = EnsureLoaded(*session); !loaded.ok()) {
+      operation(loaded, release);
+      return;
+    }
+    operation(session, release);
+  });
+}
+
+absl::Status SessionManager::EnsureLoaded(LiveSession& session) {
+  if (session.loaded) return absl::OkStatus();
+  {
+    std::lock_guard lock(mutex_);
+    const int64_t limit = runtime_.config.limits.max_sessions_in_memory;
+    if (sessions_in_memory_ >= limit) EvictLocked(sessions_in_memory_ - limit + 1);
+    if (sessions_in_memory_ >= limit) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(sessions_in_memory_,
+                       " sessions are in memory and busy, the limit "
+                       "(--max_sessions_in_memory)"));
+    }
+    ++sessions_in_memory_;
+    session.counted_in_memory = true;
+  }
+  absl::Status loaded = LoadFromStore(session);
+  if (!loaded.ok()) {
+    session.cache.reset();
+    session.stream.clear();
+    std::lock_guard lock(mutex_);
+    --sessions_in_memory_;
+    session.counted_in_memory = false;
+  }
+  return loaded;
+}
+
+absl::Status SessionManager::LoadFromStore(LiveSession& session) {
+  absl::StatusOr<store::SessionRecord> record =
+      runtime_.store.GetSession(kDefaultTenant, session.id);
+  if (!record.ok()) return record.status();
+  if (absl::Status usable = CheckUsable(*record, runtime_.model_fingerprint); !usable.ok()) {
+    return usable;
+  }
+  absl::StatusOr<std::vector<store::TurnRecord>> transcript =
+      runtime_.store.LoadTranscript(kDefaultTenant, session.id);
+  if (!transcript.ok()) return transcript.status();
+  absl::StatusOr<std::vector<store::KvSegment>> segments =
+      runtime_.store.LoadKvSegments(kDefaultTenant, session.id);
+  if (!segments.ok()) return segments.status();
+
+  session.stream.clear();
+  for (const store::TurnRecord& turn : *transcript) {
+    session.stream.insert(session.stream.end(), turn.token_ids().begin(), turn.token_ids().end());
+  }
+  session.reply_open = !transcript->empty() && transcript->back().generated() &&
+                       transcript->back().finish_reason() == v1::FINISH_REASON_LENGTH;
+  session.cache = std::make_unique<model::KvCache>(runtime_.model.config());
+  for (const store::KvSegment& segment : *segments) {
+    if (absl::Status appended = AppendKvSegment(runtime_.model.config(), segment,
+                                                runtime_.model_fingerprint, *session.cache);
+        !appended.ok()) {
+      return absl::DataLossError(absl::StrCat("session ", session.id, " kv segment ", segment.seq,
+                                              ": ", appended.message()));
+    }
+  }
+  const auto tokens = static_cast<int64_t>(session.stream.size());
+  if (session.cache->size() != tokens || record->stream_tokens() != tokens) {
+    return absl::DataLossError(absl::StrCat("session ", session.id,
+                                            " is inconsistent: the transcript has ", tokens,
+                                            " tokens, the KV segments ", session.cache->size(),
+                                            " entries, the record says ", record->stream_tokens()));
+  }
+  session.record = *std::move(record);
+  session.loaded = true;
+  session.cache_bytes = KvCacheBytes(*session.cache);
+  spdlog::debug("session {} loaded: {} tokens, {} segments", session.id, tokens, segments->size());
+  return absl::OkStatus();
+}
+
+void SessionManager::ReleaseSession(const std::shared_ptr<LiveSession>& session,
+                                    bool keep_in_memory) {
+  std::function<void()> next;
+  {
+    std::lock_guard lock(mutex_);
+    if (!keep_in_memory || session->deleted) {
+      DropLocked(*session);
+    } else {
+      bytes_in_memory_ += session->cache_bytes.load() - session->accounted_bytes;
+      session->accounted_bytes = session->cache_bytes.load();
+    }
+    if (!session->waiting.empty()) {
+      next = std::move(session->waiting.front());
+      session->waiting.pop_front();
+    } else {
+      session->busy = false;
+      auto found = sessions_.find(session->id);
+      const bool current = found != sessions_.end() && found->second == session;
+      if (current && session->loaded) {
+        session->lru_position = lru_.insert(lru_.end(), session.get());
+        session->in_lru = true;
+      } else if (current) {
+        sessions_.erase(found);  // nothing in memory and nobody waiting
+      }
+      EvictLocked(0);
+    }
+  }
+  if (next) next();
+}
+
+void SessionManager::EvictLocked(int64_t sessions_to_free) {
+  const Limits& limits = runtime_.config.limits;
+  auto over = [&] {
+    return sessions_to_free > 0 || sessions_in_memory_ > limits.max_sessions_in_memory ||
+           bytes_in_memory_ > limits.max_cache_bytes;
+  };
+  while (over() && !lru_.empty()) {
+    LiveSession* victim = lru_.front();
+    spdlog::debug("session {} leaves memory ({} bytes)", victim->id, victim->accounted_bytes);
+    DropLocked(*victim);
+    sessions_.erase(victim->id);  // last use of `victim`: the map held its only reference
+    --sessions_to_free;
+  }
+}
+
+void SessionManager::DropLocked(LiveSession& session) {
+  if (session.in_lru) {
+    lru_.erase(session.lru_position);
+    session.in_lru = false;
+  }
+  bytes_in_memory_ -= session.accounted_bytes;
+  session.accounted_bytes = 0;
+  if (session.counted_in_memory) {
+    --sessions_in_memory_;
+    session.counted_in_memory = false;
+  }
+  session.loaded = false;
+  session.cache.reset();
+  session.stream.clear();
+  session.cache_bytes = 0;
+}
+
+int64_t SessionManager::sessions_in_memory() const {
+  std::lock_guard lock(mutex_);
+  return sessions_in_memory_;
+}
+
+int64_t SessionManager::cache_bytes_in_memory() const {
+  std::lock_guard lock(mutex_);
+  return bytes_in_memory_;
+}
+
+}  // namespace gistmem::service
