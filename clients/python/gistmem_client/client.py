@@ -1,0 +1,133 @@
+"""GistmemClient: the gistmem.v1 API with Python arguments and GistmemError on failure."""
+
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
+
+import grpc
+
+from gistmem_client._stubs import health_pb2, health_pb2_grpc, pb, pb_grpc
+from gistmem_client.chat_session import ChatSession
+from gistmem_client.errors import GistmemError, rpc_errors
+from gistmem_client.reply import Reply
+from gistmem_client.types import Usage, memory_policy, sampling_params
+
+
+class GistmemClient:
+    """A connection to a gistmem server.
+
+        with GistmemClient("127.0.0.1:7070") as client:
+            session = client.create_session(system_prompt="You are terse.")
+            print(client.generate(session.session_id, "Hi", max_tokens=16).wait().text)
+
+    `timeout` (seconds) bounds every unary call and each Generate stream; None = no limit.
+    Sessions and stats come back as the API's messages (gistmem_client.pb.Session, ...).
+    """
+
+    def __init__(self, address: str, *, timeout: Optional[float] = None,
+                 channel_options: Sequence[Tuple[str, object]] = ()):
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address, options=list(channel_options))
+        self._stub = pb_grpc.GistmemStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "GistmemClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def wait_until_ready(self, timeout: float) -> None:
+        """Blocks until the channel connects; raises GistmemError(UNAVAILABLE) after timeout."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError as error:
+            raise GistmemError(grpc.StatusCode.UNAVAILABLE,
+                               f"no connection to {self.address} in {timeout} s") from error
+
+    # Health.
+
+    def health(self, service: str = "") -> str:
+        """grpc.health.v1 Check: "SERVING", "NOT_SERVING", "UNKNOWN" or "SERVICE_UNKNOWN"."""
+        with rpc_errors():
+            response = self._health.Check(health_pb2.HealthCheckRequest(service=service),
+                                          timeout=self.timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    # Sessions.
+
+    def create_session(self, system_prompt: str = "", *, session_id: str = "",
+                       policy: Union[None, str, "pb.MemoryPolicy"] = None,
+                       default_sampling: Optional[Dict] = None,
+                       labels: Optional[Dict[str, str]] = None) -> "pb.Session":
+        """A new session. policy: "full", "window", "pool", "gist" or a pb.MemoryPolicy
+        (None = the server's default); default_sampling: keywords as for generate()."""
+        request = pb.CreateSessionRequest(system_prompt=system_prompt, session_id=session_id,
+                                          policy=memory_policy(policy),
+                                          default_sampling=sampling_params(
+                                              **(default_sampling or {})),
+                                          labels=labels or {})
+        with rpc_errors():
+            return self._stub.CreateSession(request, timeout=self.timeout)
+
+    def get_session(self, session_id: str) -> "pb.Session":
+        with rpc_errors():
+            return self._stub.GetSession(pb.GetSessionRequest(session_id=session_id),
+                                         timeout=self.timeout)
+
+    def list_sessions(self, page_size: int = 0) -> Iterator["pb.Session"]:
+        """Every session, fetched page by page as the iterator advances."""
+        page_token = ""
+        while True:
+            with rpc_errors():
+                response = self._stub.ListSessions(
+                    pb.ListSessionsRequest(page_size=page_size, page_token=page_token),
+                    timeout=self.timeout)
+            yield from response.sessions
+            page_token = response.next_page_token
+            if not page_token:
+                return
+
+    def delete_session(self, session_id: str) -> None:
+        with rpc_errors():
+            self._stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id),
+                                     timeout=self.timeout)
+
+    def fork_session(self, session_id: str, new_session_id: str = "") -> "pb.Session":
+        """A new session starting from a copy of this one's memory."""
+        with rpc_errors():
+            return self._stub.ForkSession(
+                pb.ForkSessionRequest(session_id=session_id, new_session_id=new_session_id),
+                timeout=self.timeout)
+
+    def stats(self, session_id: str) -> "pb.SessionStats":
+        with rpc_errors():
+            return self._stub.GetSessionStats(pb.GetSessionStatsRequest(session_id=session_id),
+                                              timeout=self.timeout)
+
+    # Turns.
+
+    def append(self, session_id: str, content: str, role: str = "tool") -> Usage:
+        """Adds context (a tool result, an observation, a document) without generating."""
+        request = pb.AppendRequest(session_id=session_id,
+                                   message=pb.Message(role=role, content=content))
+        with rpc_errors():
+            return Usage.from_proto(self._stub.Append(request, timeout=self.timeout).usage)
+
+    def generate(self, session_id: str, message: str = "", role: str = "user", *,
+                 if_idle: bool = False, **sampling) -> Reply:
+        """One turn on its own call. Iterate the Reply for text deltas; reply.end then holds
+        the TurnEnd. Sampling keywords: temperature, top_k, top_p, repetition_penalty, seed,
+        max_tokens (unset ones keep the session's defaults). An empty message continues."""
+        request = pb.GenerateRequest(session_id=session_id,
+                                     message=pb.Message(role=role, content=message),
+                                     sampling=sampling_params(**sampling), if_idle=if_idle)
+        with rpc_errors():
+            events = self._stub.Generate(request, timeout=self.timeout)
+        return Reply(events, session_id)
+
+    def chat(self, session_id: str, timeout: Optional[float] = None) -> ChatSession:
+        """A ChatSession: one Chat stream for many turns (timeout bounds the whole stream)."""
+        return ChatSession(self._stub, session_id, timeout)
