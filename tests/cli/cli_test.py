@@ -115,6 +115,13 @@ class GenerateCommand(unittest.TestCase):
         as_json = json.loads(self.generate("--temperature", "0", "--json").stdout)
         self.assertEqual(streamed, as_json["text"] + "\n")
 
+    def test_flags_may_be_spelled_with_dashes(self):
+        dashed = run("generate", "--model", str(MODELS / "llama-gqa-bf16"), "--prompt",
+                     "The quick brown fox", "--max-tokens", "5", "--temperature=0", "--json")
+        underscored = self.generate("--temperature", "0", "--json")
+        self.assertEqual(json.loads(dashed.stdout)["ids"], json.loads(underscored.stdout)["ids"][:5])
+        self.assertEqual(len(json.loads(dashed.stdout)["ids"]), 5)
+
     def test_out_of_range_sampling_is_rejected(self):
         result = run("generate", "--model", str(MODELS / "llama-gqa-bf16"), "--prompt", "x",
                      "--top_p", "1.5", check=False)

@@ -6,12 +6,14 @@
 #include "clients/cpp/chat/interactive_loop.h"
 #include "clients/cpp/chat/options.h"
 #include "clients/cpp/chat/scripted_run.h"
+#include "clients/cpp/common/dashed_flags.h"
 
 int main(int argc, char** argv) {
   using namespace gistmem::chat;
   ChatOptions options;
   try {
-    options = ParseOptions(argc, argv);
+    gistmem::clients::DashedFlags flags(argc, argv);
+    options = ParseOptions(flags.argc(), flags.argv());
   } catch (const UsageError& e) {
     std::fprintf(stderr, "gistmem-chat: %s (--help for usage)\n", e.what());
     return kExitUsage;

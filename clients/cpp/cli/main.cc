@@ -14,6 +14,7 @@
 #include <string>
 
 #include "clients/cpp/cli/commands.h"
+#include "clients/cpp/common/dashed_flags.h"
 
 ABSL_FLAG(std::string, model, "", "checkpoint directory (config.json, *.safetensors)");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.json (default: the one in --model)");
@@ -32,7 +33,8 @@ ABSL_FLAG(bool, json, false, "generate: print one JSON object instead of streami
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "gistmem-cli <logits|generate|tokenize|detokenize|devices> [flags]; --helpfull lists flags");
-  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  gistmem::clients::DashedFlags flags(argc, argv);
+  const std::vector<char*> positional = absl::ParseCommandLine(flags.argc(), flags.argv());
   const std::map<std::string, int (*)()> commands = {{"logits", gistmem::cli::RunLogits},
                                                      {"generate", gistmem::cli::RunGenerate},
                                                      {"tokenize", gistmem::cli::RunTokenize},
