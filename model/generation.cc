@@ -8,7 +8,7 @@ namespace gistmem::model {
 namespace {
 
 std::vector<int64_t> NextPositions(const KvCache& cache, size_t count) {
-  const int64_t first = cache.size() == 0 ? 0 : cache.positions().back() + 1;
+  const int64_t first = cache.next_position();
   std::vector<int64_t> positions(count);
   std::iota(positions.begin(), positions.end(), first);
   return positions;

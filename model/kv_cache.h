@@ -8,12 +8,25 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <vector>
 
 #include "model/config.h"
 
 namespace gistmem::model {
+
+// When queries may see an entry, on the session's "raw clock": the number of raw (non-gist)
+// tokens of the stream up to and including the query. A memory policy sets it for each entry
+// (memory/policy.h says how); the model only applies it, on top of causality.
+struct EntryVisibility {
+  static constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
+  int64_t from_clock = 0;
+  int64_t until_clock = kForever;
+
+  bool VisibleAt(int64_t clock) const { return from_clock <= clock && clock <= until_clock; }
+  bool operator==(const EntryVisibility&) const = default;
+};
 
 class KvCache {
  public:
@@ -23,6 +36,9 @@ class KvCache {
   int64_t num_layers() const { return static_cast<int64_t>(keys_.size()); }
   int64_t kv_dim() const { return kv_dim_; }
   const std::vector<int64_t>& positions() const { return positions_; }
+  const std::vector<EntryVisibility>& visibility() const { return visibility_; }
+  // The position the next token of the stream may take: past every entry ever appended.
+  int64_t next_position() const { return next_position_; }
 
   // All rows of layer `layer`: size() * kv_dim floats, entry-major.
   const float* keys(int64_t layer) const { return keys_[layer].data(); }
@@ -35,24 +51,41 @@ class KvCache {
     return {values(layer) + entry * kv_dim_, static_cast<size_t>(kv_dim_)};
   }
 
-  // Appends entries at `positions` (strictly increasing, after the last entry's position) to
-  // every layer, zero-filled; the writer (the transformer, or a restore from storage) then
-  // fills their rows through MutableKeys/MutableValues. Throws std::invalid_argument on bad
-  // positions, leaving the cache unchanged.
-  void Extend(std::span<const int64_t> positions);
+  // Appends entries at `positions` (strictly increasing, from next_position() on) to every
+  // layer, zero-filled; the writer (the transformer, or a restore from storage) then fills
+  // their rows through MutableKeys/MutableValues. `visibility` is one per position, or empty
+  // for entries visible to every later query. Throws std::invalid_argument on bad positions
+  // or a visibility list of another length, leaving the cache unchanged.
+  void Extend(std::span<const int64_t> positions, std::span<const EntryVisibility> visibility = {});
+  // Appends one entry whose key and value rows are, in every layer, the mean of the rows of
+  // `sources` (a pooled entry). Its position may lie before next_position(); the rows are
+  // already rotated, so the position only orders it causally. Returns its index.
+  int64_t AppendMean(std::span<const int64_t> sources, int64_t position,
+                     EntryVisibility visibility);
+  // Appends one zero-filled entry at any position >= 0 (a restore from storage, in the order
+  // the entries were made); returns its index.
+  int64_t AppendUnordered(int64_t position, EntryVisibility visibility);
+  // Appends a copy of entry `entry` of `from` (same shape), rows, position and visibility.
+  void AppendCopy(const KvCache& from, int64_t entry);
   float* MutableKeys(int64_t layer, int64_t entry) { return &keys_[layer][entry * kv_dim_]; }
   float* MutableValues(int64_t layer, int64_t entry) { return &values_[layer][entry * kv_dim_]; }
 
-  // Keeps the first n entries (undoes a cancelled turn). Throws std::out_of_range when
-  // n is not in [0, size()].
+  // Keeps the first n entries (undoes a cancelled turn); next_position() goes back to past
+  // the last kept entry. Throws std::out_of_range when n is not in [0, size()].
   void Truncate(int64_t n);
   // Keeps only the listed entries, given as strictly increasing indices; rows and positions of
-  // kept entries are unchanged. Throws std::invalid_argument on a bad index list.
+  // kept entries are unchanged, and so is next_position(). Throws std::invalid_argument on a
+  // bad index list.
   void Retain(std::span<const int64_t> entry_indices);
+  // Sets where the stream goes on (a cache rebuilt after entries were dropped); it may not
+  // go back before an entry it holds.
+  void SetNextPosition(int64_t position);
 
  private:
   int64_t kv_dim_;
   std::vector<int64_t> positions_;
+  std::vector<EntryVisibility> visibility_;
+  int64_t next_position_ = 0;
   std::vector<std::vector<float>> keys_;    // [layer][entry * kv_dim + i]
   std::vector<std::vector<float>> values_;  // same layout
 };

@@ -51,7 +51,17 @@ void CheckChunk(const SequenceChunk& chunk, const ModelConfig& config) {
                                   std::to_string(config.vocab_size) + ")");
     }
   }
-  int64_t last = cache.size() == 0 ? -1 : cache.positions().back();
+  if (chunk.clocks.size() != chunk.visibility.size() ||
+      (!chunk.clocks.empty() && chunk.clocks.size() != chunk.tokens.size())) {
+    throw std::invalid_argument(
+        "forward: clocks and visibility must be given for every row or none");
+  }
+  if (chunk.mode == LogitsMode::kRow &&
+      (chunk.logits_row < 0 || chunk.logits_row >= static_cast<int64_t>(chunk.tokens.size()))) {
+    throw std::invalid_argument("forward: logits_row " + std::to_string(chunk.logits_row) +
+                                " is outside the chunk");
+  }
+  int64_t last = cache.next_position() - 1;
   for (size_t i = 0; i < chunk.positions.size(); ++i) {
     const int64_t position = chunk.positions[i];
     if (position <= last) {
@@ -141,7 +151,11 @@ void CpuTransformer::Validate(std::span<const SequenceChunk> chunks) const {
 std::vector<float> CpuTransformer::Forward(std::span<const int32_t> tokens,
                                            std::span<const int64_t> positions, KvCache& cache,
                                            LogitsMode mode) {
-  const SequenceChunk chunk{tokens, positions, &cache, mode};
+  SequenceChunk chunk;
+  chunk.tokens = tokens;
+  chunk.positions = positions;
+  chunk.cache = &cache;
+  chunk.mode = mode;
   return std::move(ForwardBatch(std::span(&chunk, 1))[0]);
 }
 
@@ -152,7 +166,7 @@ std::vector<std::vector<float>> CpuTransformer::ForwardBatch(
   const Batch batch(chunks);
   try {
     for (const SequenceChunk& chunk : chunks)
-      chunk.cache->Extend(chunk.positions);
+      chunk.cache->Extend(chunk.positions, chunk.visibility);
     const int64_t hidden = config_.hidden_size;
     Activations a(config_, batch.rows());
     for (int64_t r = 0; r < batch.rows(); ++r) {
@@ -219,14 +233,20 @@ void CpuTransformer::Attention(int64_t layer_index, const Batch& batch, const fl
     const size_t c = batch.ChunkOf(row);
     const KvCache& cache = *batch.chunks[c].cache;
     const std::vector<int64_t>& key_positions = cache.positions();
+    const std::vector<EntryVisibility>& key_visibility = cache.visibility();
     const int64_t query_position = batch.positions[row];
+    const SequenceChunk& chunk = batch.chunks[c];
+    const bool clocked = !chunk.clocks.empty();
+    const int64_t clock = clocked ? chunk.clocks[row - batch.row_offsets[c]] : 0;
     // Candidates: the entries before the chunk, then the chunk's rows up to this one.
     const int64_t candidates = batch.EntryOf(c, row) + 1;
     thread_local std::vector<int64_t> visible;
     thread_local std::vector<float> weights;
     visible.clear();
     for (int64_t j = 0; j < candidates; ++j) {
-      if (mask_.Visible(query_position, key_positions[j])) visible.push_back(j);
+      if (!mask_.Visible(query_position, key_positions[j])) continue;
+      if (clocked && !key_visibility[j].VisibleAt(clock)) continue;
+      visible.push_back(j);
     }
     weights.resize(visible.size());
     const int64_t kv_offset = (head / group) * head_dim;  // grouped-query attention
@@ -244,8 +264,13 @@ std::vector<std::vector<float>> CpuTransformer::Logits(const Batch& batch,
   std::vector<int64_t> first_wanted;
   std::vector<float> wanted;
   for (size_t c = 0; c < batch.chunks.size(); ++c) {
-    const int64_t end = batch.row_offsets[c + 1];
-    const int64_t first = batch.chunks[c].mode == LogitsMode::kAll ? batch.row_offsets[c] : end - 1;
+    const SequenceChunk& chunk = batch.chunks[c];
+    int64_t first = batch.row_offsets[c + 1] - 1, end = batch.row_offsets[c + 1];
+    if (chunk.mode == LogitsMode::kAll) first = batch.row_offsets[c];
+    if (chunk.mode == LogitsMode::kRow) {
+      first = batch.row_offsets[c] + chunk.logits_row;
+      end = first + 1;
+    }
     first_wanted.push_back(static_cast<int64_t>(wanted.size()) / hidden);
     wanted.insert(wanted.end(), hidden_states + first * hidden, hidden_states + end * hidden);
   }

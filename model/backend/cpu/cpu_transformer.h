@@ -19,14 +19,21 @@
 
 namespace gistmem::model {
 
-enum class LogitsMode { kAll, kLast };
+// Which rows of a chunk get logits: all, the last, or the one at `logits_row` (the last raw
+// token when a gist token follows it in the same chunk).
+enum class LogitsMode { kAll, kLast, kRow };
 
 // One sequence's share of a batched forward step.
 struct SequenceChunk {
   std::span<const int32_t> tokens;
-  std::span<const int64_t> positions;  // strictly increasing, after the cache's last entry
+  std::span<const int64_t> positions;  // strictly increasing, from the cache's next_position()
   KvCache* cache = nullptr;
   LogitsMode mode = LogitsMode::kLast;
+  int64_t logits_row = 0;  // for kRow
+  // A memory policy's rule (model/kv_cache.h EntryVisibility), or both empty for none: each
+  // row's raw clock, and the visibility its new cache entry gets.
+  std::span<const int64_t> clocks;
+  std::span<const EntryVisibility> visibility;
 };
 
 class CpuTransformer {
