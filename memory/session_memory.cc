@@ -51,6 +51,25 @@ int64_t SessionMemory::Bytes() const {
          static_cast<int64_t>(sizeof(float));
 }
 
+int64_t SessionMemory::RawRoom(int64_t max_positions) const {
+  const int64_t left = max_positions - state_.stream_tokens;
+  if (left <= 0) return 0;
+  if (policy_.kind != PolicyKind::kGist) return left;
+  // n raw tokens take n + (gists completed by then) positions; find the largest n that fits.
+  const int64_t r = policy_.ratio, done = state_.raw_tokens / r;
+  auto positions = [&](int64_t n) { return n + (state_.raw_tokens + n) / r - done; };
+  int64_t low = 0, high = left;
+  while (low < high) {
+    const int64_t mid = low + (high - low + 1) / 2;
+    if (positions(mid) <= left) {
+      low = mid;
+    } else {
+      high = mid - 1;
+    }
+  }
+  return low;
+}
+
 RowPlan SessionMemory::Plan(std::span<const int32_t> raw_tokens) const {
   RowPlan plan;
   int64_t position = state_.stream_tokens, raw_index = state_.raw_tokens;

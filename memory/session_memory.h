@@ -65,6 +65,10 @@ class SessionMemory {
   RetainedCounts Counts() const;
   int64_t Bytes() const;
 
+  // The most raw tokens that can still be read before the stream reaches `max_positions`
+  // positions (gist tokens take positions too).
+  int64_t RawRoom(int64_t max_positions) const;
+
   // The rows that read `raw_tokens` after the rows applied so far.
   RowPlan Plan(std::span<const int32_t> raw_tokens) const;
   // After the forward pass appended rows [begin, end) of `plan` to the cache (they must be

@@ -8,11 +8,18 @@ StepOutputs ForwardBatch(model::CpuTransformer& model, std::span<const SequenceS
   std::vector<model::SequenceChunk> chunks;
   chunks.reserve(steps.size());
   for (const SequenceStep& step : steps) {
-    chunks.push_back({step.tokens, step.positions, step.cache, model::LogitsMode::kLast});
+    model::SequenceChunk& chunk = chunks.emplace_back();
+    chunk.tokens = step.tokens;
+    chunk.positions = step.positions;
+    chunk.cache = step.cache;
+    chunk.mode = model::LogitsMode::kRow;
+    chunk.logits_row = step.logits_row;
+    chunk.clocks = step.clocks;
+    chunk.visibility = step.visibility;
   }
   StepOutputs outputs;
   try {
-    outputs.last_logits = model.ForwardBatch(chunks);
+    outputs.logits = model.ForwardBatch(chunks);
   } catch (const std::exception& error) {
     outputs.error = error.what();
   }

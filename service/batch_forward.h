@@ -16,12 +16,15 @@ namespace gistmem::service {
 
 struct SequenceStep {
   std::span<const int32_t> tokens;
-  std::span<const int64_t> positions;  // continue after the cache's last position
-  model::KvCache* cache = nullptr;     // the step's K/V rows are appended here
+  std::span<const int64_t> positions;  // continue at the cache's next_position()
+  std::span<const int64_t> clocks;     // the memory policy's rule (model/kv_cache.h)
+  std::span<const model::EntryVisibility> visibility;
+  int64_t logits_row = 0;           // the row whose logits come back (the last raw token)
+  model::KvCache* cache = nullptr;  // the step's K/V rows are appended here
 };
 
 struct StepOutputs {
-  std::vector<std::vector<float>> last_logits;  // per step: vocab_size values of its last row
+  std::vector<std::vector<float>> logits;  // per step: vocab_size values of its logits_row
   std::string error;  // non-empty when the step failed; the caches may then be partial
 };
 

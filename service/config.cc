@@ -10,7 +10,11 @@ ABSL_FLAG(std::string, db, "", "RocksDB directory of the session store (created 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "Address to serve on, HOST:PORT; port 0 picks a free one (printed at start-up)");
 ABSL_FLAG(std::string, policy, "full",
-          "Memory policy: full (window, pool and gist arrive with the gist-memory work)");
+          "Default memory policy of new sessions: full, window, pool or gist (gist needs a "
+          "gist-trained model); a session may ask for another");
+ABSL_FLAG(int64_t, ratio, 0, "Default raw tokens per gist or pooled entry; 0 = the model's");
+ABSL_FLAG(int64_t, window, 0, "Default raw tokens kept verbatim; 0 = the model's");
+ABSL_FLAG(int64_t, sink_tokens, 0, "Default first tokens kept for good; 0 = the model's");
 ABSL_FLAG(int, threads, 0, "Threads of the CPU forward pass; 0 = every core");
 ABSL_FLAG(int, workers, 8, "Threads for store I/O, commits and unary calls");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
@@ -40,42 +44,16 @@ absl::Status AtLeast(std::string_view flag, int64_t value, int64_t minimum) {
 
 }  // namespace
 
-absl::StatusOr<PolicyKind> ParsePolicy(std::string_view name) {
-  if (name == "full") return PolicyKind::kFull;
-  if (name == "window") return PolicyKind::kWindow;
-  if (name == "pool") return PolicyKind::kPool;
-  if (name == "gist") return PolicyKind::kGist;
-  return absl::InvalidArgumentError(absl::StrCat("unknown --policy \"", std::string(name),
-                                                 "\"; one of full, window, pool, gist"));
-}
-
-std::string_view PolicyName(PolicyKind policy) {
-  switch (policy) {
-    case PolicyKind::kFull:
-      return "full";
-    case PolicyKind::kWindow:
-      return "window";
-    case PolicyKind::kPool:
-      return "pool";
-    case PolicyKind::kGist:
-      return "gist";
-  }
-  return "unknown";
-}
-
 absl::Status ValidateConfig(const ServerConfig& config) {
-  if (config.policy != PolicyKind::kFull) {
-    return absl::UnimplementedError(absl::StrCat(
-        "--policy ", std::string(PolicyName(config.policy)),
-        " is not available yet: the window, pool and gist policies arrive with the gist-memory "
-        "work; this server runs --policy full"));
-  }
   if (config.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   if (config.db_path.empty()) return absl::InvalidArgumentError("--db is required");
   if (config.listen_address.empty()) return absl::InvalidArgumentError("--listen is required");
   const Limits& limits = config.limits;
   for (const absl::Status& status : {
            AtLeast("threads", config.compute_threads, 0),
+           AtLeast("ratio", config.policy.ratio, 0),
+           AtLeast("window", config.policy.window, 0),
+           AtLeast("sink_tokens", config.policy.sink_tokens, 0),
            AtLeast("workers", config.worker_threads, 1),
            AtLeast("max_sessions_in_memory", limits.max_sessions_in_memory, 1),
            AtLeast("max_cache_bytes", limits.max_cache_bytes, 1),
@@ -105,9 +83,12 @@ absl::Status ValidateConfig(const ServerConfig& config) {
 
 absl::StatusOr<ServerConfig> ConfigFromFlags() {
   ServerConfig config;
-  absl::StatusOr<PolicyKind> policy = ParsePolicy(absl::GetFlag(FLAGS_policy));
+  absl::StatusOr<memory::PolicyKind> policy = memory::ParsePolicyName(absl::GetFlag(FLAGS_policy));
   if (!policy.ok()) return policy.status();
-  config.policy = *policy;
+  config.policy.kind = *policy;
+  config.policy.ratio = absl::GetFlag(FLAGS_ratio);
+  config.policy.window = absl::GetFlag(FLAGS_window);
+  config.policy.sink_tokens = absl::GetFlag(FLAGS_sink_tokens);
   config.model_dir = absl::GetFlag(FLAGS_model);
   config.db_path = absl::GetFlag(FLAGS_db);
   config.listen_address = absl::GetFlag(FLAGS_listen);

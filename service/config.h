@@ -10,15 +10,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "service/policy_resolver.h"
 
 namespace gistmem::service {
-
-// The policies of gist-method.md. Only `kFull` is built; the others arrive with the gist-memory
-// work and are refused at start-up.
-enum class PolicyKind { kFull, kWindow, kPool, kGist };
-
-absl::StatusOr<PolicyKind> ParsePolicy(std::string_view name);
-std::string_view PolicyName(PolicyKind policy);
 
 struct Limits {
   // Sessions whose cache is kept in memory, and the bytes those caches may take; the least
@@ -54,7 +48,8 @@ struct ServerConfig {
   std::filesystem::path model_dir;
   std::filesystem::path db_path;
   std::string listen_address = "127.0.0.1:50051";
-  PolicyKind policy = PolicyKind::kFull;
+  // The memory policy of sessions that do not ask for one (see service/policy_resolver.h).
+  PolicyDefaults policy;
   int compute_threads = 0;  // 0: every core
   int worker_threads = 8;   // store I/O, commits and unary calls
   absl::Duration shutdown_grace = absl::Seconds(10);
@@ -63,10 +58,10 @@ struct ServerConfig {
 };
 
 // The configuration the flags describe. INVALID_ARGUMENT naming the flag when one is missing or
-// out of range; UNIMPLEMENTED for a policy other than `full`.
+// out of range or the policy is unknown.
 absl::StatusOr<ServerConfig> ConfigFromFlags();
 
-// Checks ranges and the policy; ConfigFromFlags calls it, and so does the server for configs
+// Checks ranges; ConfigFromFlags calls it, and so does the server for configs
 // built in code.
 absl::Status ValidateConfig(const ServerConfig& config);
 

@@ -1,31 +1,44 @@
-// KV cache entries <-> store segments. A segment holds the entries one turn added, for every
-// layer: the header (model, shape, dtype "float32", kind "full", stream positions) and the
-// payload, layer by layer, the keys of all entries then their values, each entry a row of
-// num_kv_heads * head_dim little-endian fp32 (keys as the cache holds them, RoPE applied).
-// The floats are copied bit for bit, so a resumed session computes exactly what it would have.
+// A session's memory <-> store segments. A segment holds some of the cache's entries, for
+// every layer: the header (model, shape, dtype "float32", kind, the session's policy, and per
+// entry its stream position, kind, serial and raw index) and the payload, layer by layer, the
+// keys of its entries then their values, each entry a row of num_kv_heads * head_dim
+// little-endian fp32 (keys as the cache holds them, RoPE applied). Floats are copied bit for
+// bit and entries restored in serial order, so a resumed session computes exactly what it
+// would have.
+//
+// Kinds: "pinned" segments hold entries that stay for good (sinks, gists, pooled entries, and
+// every entry under policy full) and are written once; the one "window" segment holds the
+// entries that will still leave and is rewritten at every turn.
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
 
-#include "absl/status/statusor.h"
+#include "absl/status/status.h"
+#include "memory/session_memory.h"
 #include "model/config.h"
-#include "model/kv_cache.h"
 #include "store/store.h"
 
 namespace gistmem::service {
 
-// Entries [begin, end) of `cache` as segment `seq`.
-store::KvSegment EncodeKvSegment(const model::ModelConfig& config, const model::KvCache& cache,
-                                 int64_t begin, int64_t end, const std::string& model_fingerprint,
-                                 uint64_t seq);
+inline constexpr std::string_view kPinnedSegment = "pinned";
+inline constexpr std::string_view kWindowSegment = "window";
 
-// Appends the segment's entries to `cache`. DATA_LOSS when its header does not match the
-// model's shape, `model_fingerprint`, the payload size, or the positions that must come next.
-absl::Status AppendKvSegment(const model::ModelConfig& config, const store::KvSegment& segment,
-                             const std::string& model_fingerprint, model::KvCache& cache);
+// Entries `entries` (indices into memory.cache(), increasing) as segment `seq`.
+store::KvSegment EncodeKvSegment(const model::ModelConfig& config,
+                                 const memory::SessionMemory& memory,
+                                 std::span<const int64_t> entries,
+                                 const std::string& model_fingerprint, uint64_t seq,
+                                 std::string_view kind);
 
-// Bytes the cache's entries take in memory.
-int64_t KvCacheBytes(const model::KvCache& cache);
+// Fills an empty `memory` (made with the session's policy) from the session's segments and
+// its stored state. DATA_LOSS naming the segment when a header does not match the model, its
+// fingerprint, the policy, the payload size, or the state.
+absl::Status RestoreMemory(const model::ModelConfig& config,
+                           std::span<const store::KvSegment> segments,
+                           const std::string& model_fingerprint, const memory::MemoryState& state,
+                           memory::SessionMemory& memory);
 
 }  // namespace gistmem::service

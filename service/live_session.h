@@ -1,6 +1,7 @@
-// A session while it is in memory: its committed metadata, the KV cache of its whole stream
-// and the stream's tokens. SessionManager gives it to one operation at a time, which alone may
-// touch the fields marked "owner"; the manager's own bookkeeping sits under its mutex.
+// A session while it is in memory: its committed metadata, its memory (the KV cache as its
+// policy keeps it) and the stream's raw tokens. SessionManager gives it to one operation at a time,
+// which alone may touch the fields marked "owner"; the manager's own bookkeeping sits under its
+// mutex.
 #pragma once
 
 #include <atomic>
@@ -12,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "model/kv_cache.h"
+#include "memory/session_memory.h"
 #include "store/store.h"
 
 namespace gistmem::service {
@@ -23,15 +24,16 @@ struct LiveSession {
   const std::string id;
   // Set by DeleteSession; a running turn is cancelled and nothing more is committed.
   std::atomic<bool> deleted{false};
-  // Bytes of `cache`, published by the owner for stats and the memory budget.
+  // Bytes of the memory's cache, published by the owner for stats and the memory budget.
   std::atomic<int64_t> cache_bytes{0};
 
   // Owner: the operation that holds the session.
   bool loaded = false;
-  store::SessionRecord record;            // as last committed
-  std::unique_ptr<model::KvCache> cache;  // one entry per stream token (policy `full`)
-  std::vector<int32_t> stream;            // every token read or written, in order
-  bool reply_open = false;                // the last reply was cut by max_tokens
+  store::SessionRecord record;                    // as last committed
+  std::unique_ptr<memory::SessionMemory> memory;  // the cache, as the session's policy keeps it
+  std::vector<int32_t> stream;  // every raw token read or written, in order (the transcript's)
+  // The last reply was cut by max_tokens; its last token is not read into the memory yet.
+  bool reply_open = false;
 
   // SessionManager's, under its mutex.
   bool busy = false;

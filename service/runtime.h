@@ -7,6 +7,7 @@
 #include "model/backend/cpu/cpu_transformer.h"
 #include "model/tokenizer/tokenizer.h"
 #include "service/config.h"
+#include "service/policy_resolver.h"
 #include "service/scheduler.h"
 #include "service/turn_tokens.h"
 #include "service/worker_pool.h"
@@ -27,6 +28,8 @@ struct ServiceRuntime {
   store::Store& store;
   Scheduler& scheduler;
   WorkerPool& workers;
+  // Resolves sessions' memory policies against the server's defaults and the model.
+  const PolicyResolver& policies;
   // limits.max_session_tokens, or the model's context length when that is 0 or larger.
   int64_t max_session_tokens = 0;
 };

@@ -8,33 +8,22 @@
 
 namespace gistmem::service {
 
-// A job while it runs: where it is in its prompt, and the token it must read next.
+// A job while it runs: the rows it reads (the prompt's, then each sampled token's, gist
+// tokens included), how far it got, and what it does after reading them.
 struct Scheduler::Active {
   std::unique_ptr<Job> job;
   std::unique_ptr<model::Sampler> sampler;
-  int64_t start_size = 0;    // cache entries when the job began
-  size_t prompt_read = 0;    // prompt tokens already read
-  bool has_pending = false;  // a sampled token waits to be read
-  int32_t pending = 0;
-  bool sample_after = false;  // after reading `pending`, sample again (false: the reply is over)
+  memory::RowPlan rows;
+  int64_t rows_read = 0;
+  bool reading_prompt = true;
+  bool sample_after = false;  // after reading `rows`, sample again (false: the job is over)
   JobResult result;
-  // This step's rows.
-  std::vector<int32_t> step_tokens;
-  std::vector<int64_t> step_positions;
+  // This step's rows: [step_begin, step_end) of `rows`.
+  int64_t step_begin = 0, step_end = 0;
   bool in_step = false;
+
+  bool has_rows() const { return rows_read < rows.size(); }
 };
-
-namespace {
-
-int64_t NextPosition(const model::KvCache& cache) {
-  return cache.size() == 0 ? 0 : cache.positions().back() + 1;
-}
-
-void RestoreCache(model::KvCache& cache, int64_t start_size) {
-  if (cache.size() > start_size) cache.Truncate(start_size);
-}
-
-}  // namespace
 
 Scheduler::Scheduler(model::CpuTransformer& model, const SchedulerOptions& options)
     : model_(model), options_(options), thread_([this] { Run(); }) {}
@@ -85,14 +74,14 @@ void Scheduler::Run() {
     }
     for (std::unique_ptr<Job>& job : arrived) {
       auto entry = std::make_unique<Active>();
-      entry->start_size = job->cache->size();
       if (job->generate) entry->sampler = std::make_unique<model::Sampler>(job->sampling);
+      entry->rows = job->memory->Plan(job->prompt);
+      entry->sample_after = job->generate;
       entry->job = std::move(job);
       active.push_back(std::move(entry));
     }
     if (stopping) {
       for (std::unique_ptr<Active>& entry : active) {
-        RestoreCache(*entry->job->cache, entry->start_size);
         entry->result.outcome = JobResult::Outcome::kCancelled;
         Complete(*entry->job, std::move(entry->result));
       }
@@ -103,10 +92,9 @@ void Scheduler::Run() {
 }
 
 void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
-  // Cancelled jobs leave before the step, their caches restored.
+  // Cancelled jobs leave before the step.
   std::erase_if(active, [this](std::unique_ptr<Active>& entry) {
     if (!entry->job->is_cancelled()) return false;
-    RestoreCache(*entry->job->cache, entry->start_size);
     entry->result.outcome = JobResult::Outcome::kCancelled;
     Complete(*entry->job, std::move(entry->result));
     return true;
@@ -122,24 +110,28 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
     Active& entry = *owned;
     Job& job = *entry.job;
     entry.in_step = false;
-    entry.step_tokens.clear();
-    const bool reading_prompt = entry.prompt_read < job.prompt.size();
-    const int64_t rows =
-        reading_prompt
-            ? std::min<int64_t>(options_.prefill_chunk,
-                                static_cast<int64_t>(job.prompt.size() - entry.prompt_read))
-            : 1;
+    if (!entry.has_rows()) continue;
+    // A prompt goes in chunks of a fixed size (the policy may ask for smaller ones); a gist
+    // token stays in the step of the raw token before it, whose logits the next sample uses.
+    const int64_t chunk =
+        entry.reading_prompt
+            ? std::min(options_.prefill_chunk, memory::MaxChunkTokens(job.memory->policy()))
+            : entry.rows.size();
+    int64_t end = std::min(entry.rows.size(), entry.rows_read + chunk);
+    while (end < entry.rows.size() && entry.rows.entries[end].kind == memory::EntryKind::kGist)
+      ++end;
+    const int64_t rows = end - entry.rows_read;
     if (!steps.empty() && rows_used + rows > options_.max_step_tokens) continue;
-    if (reading_prompt) {
-      if (job.reread_last && entry.prompt_read == 0) job.cache->Truncate(entry.start_size - 1);
-      entry.step_tokens.assign(job.prompt.begin() + static_cast<int64_t>(entry.prompt_read),
-                               job.prompt.begin() + static_cast<int64_t>(entry.prompt_read) + rows);
-    } else {
-      entry.step_tokens.push_back(entry.pending);
-    }
-    entry.step_positions.resize(entry.step_tokens.size());
-    std::iota(entry.step_positions.begin(), entry.step_positions.end(), NextPosition(*job.cache));
-    steps.push_back({entry.step_tokens, entry.step_positions, job.cache});
+    entry.step_begin = entry.rows_read;
+    entry.step_end = end;
+    const int64_t logits_row = entry.rows.LastRawRow(entry.step_begin, end);
+    auto part = [&](const auto& v) { return std::span(v).subspan(entry.step_begin, rows); };
+    steps.push_back({.tokens = part(entry.rows.tokens),
+                     .positions = part(entry.rows.positions),
+                     .clocks = part(entry.rows.clocks),
+                     .visibility = part(entry.rows.visibility),
+                     .logits_row = std::max<int64_t>(logits_row - entry.step_begin, 0),
+                     .cache = &job.memory->cache()});
     members.push_back(&entry);
     entry.in_step = true;
     rows_used += rows;
@@ -156,43 +148,41 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
     Active& entry = *members[i];
     Job& job = *entry.job;
     if (!outputs.error.empty()) {
-      // The rows shared their matrix products: the whole step failed.
-      RestoreCache(*job.cache, entry.start_size);
+      // The rows shared their matrix products: the whole step failed (the forward pass left
+      // every cache as it was before the step).
       entry.result.outcome = JobResult::Outcome::kFailed;
       entry.result.error = outputs.error;
-      entry.has_pending = false;
+      entry.rows_read = entry.rows.size();
       entry.sample_after = false;
-      entry.prompt_read = job.prompt.size();
       continue;  // finished below
     }
-    bool sample = false;
-    if (entry.prompt_read < job.prompt.size()) {
-      entry.prompt_read += entry.step_tokens.size();
-      if (entry.prompt_read < job.prompt.size()) continue;
-      job.history.insert(job.history.end(), job.prompt.begin() + (job.reread_last ? 1 : 0),
-                         job.prompt.end());
-      sample = job.generate;
-    } else {
-      entry.has_pending = false;
-      sample = entry.sample_after;
+    job.memory->Applied(entry.rows, entry.step_begin, entry.step_end);
+    entry.rows_read = entry.step_end;
+    if (entry.has_rows()) continue;
+    if (entry.reading_prompt) {
+      job.history.insert(job.history.end(), job.prompt.begin(), job.prompt.end());
+      entry.reading_prompt = false;
     }
-    if (!sample) continue;
-    const int32_t token = entry.sampler->Sample(outputs.last_logits[i], job.history);
+    if (!entry.sample_after) continue;
+    const int32_t token = entry.sampler->Sample(outputs.logits[i], job.history);
     job.history.push_back(token);
     entry.result.generated.push_back(token);
     job.on_token(token);
-    entry.has_pending = true;
-    entry.pending = token;
     entry.result.stopped = std::ranges::find(job.stop_token_ids, token) != job.stop_token_ids.end();
-    // The last token is read too, so the cache covers every token of the stream.
-    entry.sample_after = !entry.result.stopped &&
-                         static_cast<int64_t>(entry.result.generated.size()) < job.max_new_tokens;
+    const bool at_limit = static_cast<int64_t>(entry.result.generated.size()) >= job.max_new_tokens;
+    // A stop token is read, so the memory covers the whole reply; a token that hits the limit
+    // is left for the next turn to read (it would need logits nobody asks for yet).
+    if (entry.result.stopped || !at_limit) {
+      const int32_t next[] = {token};
+      entry.rows = job.memory->Plan(next);
+      entry.rows_read = 0;
+    }
+    entry.sample_after = !entry.result.stopped && !at_limit;
   }
 
   // Jobs with nothing left to read are done.
   std::erase_if(active, [this](std::unique_ptr<Active>& entry) {
-    const bool done =
-        entry->in_step && entry->prompt_read >= entry->job->prompt.size() && !entry->has_pending;
+    const bool done = entry->in_step && !entry->has_rows();
     if (done) Complete(*entry->job, std::move(entry->result));
     return done;
   });

@@ -5,8 +5,10 @@
 // A job's rows never depend on what runs beside it: prompt chunks have a fixed size per job
 // (never cut to fit a step) and each sequence keeps its own cache, and the runtime's batched
 // forward gives each sequence what it would compute alone; so a session's tokens are the same
-// alone or in a crowd. Cancellation is checked between steps; a cancelled or failed job leaves its
-// cache truncated back to where it started.
+// alone or in a crowd. Each job reads through its session's memory (memory/session_memory.h):
+// gist tokens are inserted where the policy says and the policy is applied after every step.
+// Cancellation is checked between steps; undoing a cancelled or failed job is the caller's
+// (SessionMemory::Rollback).
 #pragma once
 
 #include <atomic>
@@ -20,8 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "memory/session_memory.h"
 #include "model/backend/cpu/cpu_transformer.h"
-#include "model/kv_cache.h"
 #include "model/sampling.h"
 #include "service/config.h"
 
@@ -30,28 +32,28 @@ namespace gistmem::service {
 struct JobResult {
   enum class Outcome {
     kFinished,   // the prompt was read and, for generation, a reply produced
-    kCancelled,  // is_cancelled said so between steps; the cache is back to its start
-    kFailed,     // the forward pass threw; `error` says why, the cache is truncated back
+    kCancelled,  // is_cancelled said so between steps
+    kFailed,     // the forward pass threw; `error` says why
   };
   Outcome outcome = Outcome::kFinished;
   std::vector<int32_t> generated;  // sampled tokens, the stop token included when there is one
-  bool stopped = false;            // ended by a stop token rather than the token limit
+  // Ended by a stop token (read into the memory) rather than the token limit (the last
+  // sampled token is then not read: the next turn reads it first).
+  bool stopped = false;
   std::string error;
 };
 
 struct Job {
-  // The session's cache; the job owns it until on_done.
-  model::KvCache* cache = nullptr;
-  // Tokens to read. With reread_last, the first is the cache's last token: its entry is dropped
-  // and computed again to get its logits back (a reply continued after a max_tokens cut).
+  // The session's memory; the job owns it until on_done.
+  memory::SessionMemory* memory = nullptr;
+  // Raw tokens to read (never empty for a job that generates).
   std::vector<int32_t> prompt;
-  bool reread_last = false;
   // Generation; when false the job only reads the prompt.
   bool generate = false;
   model::SamplingParams sampling;
   int64_t max_new_tokens = 0;
   std::vector<int32_t> stop_token_ids;
-  // Every stream token before the prompt (for the repetition penalty).
+  // Every raw token of the stream before the prompt (for the repetition penalty).
   std::vector<int32_t> history;
 
   // Called on the scheduler thread; they must not block.

@@ -29,11 +29,21 @@ absl::Status Server::Init() {
     tokenizer_ = std::make_unique<model::Tokenizer>(
         model::Tokenizer::FromFile(config_.model_dir / "tokenizer.json"));
     turn_tokens_ = std::make_unique<TurnTokens>(*tokenizer_, model_->config());
+    policies_ = std::make_unique<PolicyResolver>(
+        config_.policy,
+        model::GistConfig::FromModelDir(config_.model_dir, model_->config().vocab_size));
   } catch (const std::exception& error) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot load the model in ", config_.model_dir.string(), ": ", error.what()));
   }
   spdlog::info("model {}", fingerprint_);
+  // The default policy must be one this model can serve.
+  absl::StatusOr<memory::Policy> default_policy = policies_->Resolve(v1::MemoryPolicy());
+  if (!default_policy.ok()) {
+    return absl::Status(default_policy.status().code(),
+                        absl::StrCat("--policy: ", default_policy.status().message()));
+  }
+  spdlog::info("default memory policy {}", memory::Describe(*default_policy));
 
   absl::StatusOr<std::unique_ptr<store::RocksStore>> store =
       store::RocksStore::Open(config_.db_path);
@@ -49,7 +59,7 @@ absl::Status Server::Init() {
   }
   runtime_ = std::make_unique<ServiceRuntime>(
       ServiceRuntime{config_, *model_, *tokenizer_, *turn_tokens_, fingerprint_, *store_,
-                     *scheduler_, *workers_, max_session_tokens});
+                     *scheduler_, *workers_, *policies_, max_session_tokens});
   sessions_ = std::make_unique<SessionManager>(*runtime_);
   if (absl::Status counted = sessions_->Init(); !counted.ok()) return counted;
   turns_ = std::make_unique<TurnExecutor>(*runtime_, *sessions_);

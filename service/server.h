@@ -14,6 +14,7 @@
 #include "model/tokenizer/tokenizer.h"
 #include "service/config.h"
 #include "service/grpc_service.h"
+#include "service/policy_resolver.h"
 #include "service/runtime.h"
 #include "service/scheduler.h"
 #include "service/session_manager.h"
@@ -58,6 +59,7 @@ class Server {
   std::unique_ptr<model::CpuTransformer> model_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
   std::unique_ptr<TurnTokens> turn_tokens_;
+  std::unique_ptr<PolicyResolver> policies_;
   std::string fingerprint_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<WorkerPool> workers_;

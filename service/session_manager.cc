@@ -8,27 +8,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "service/kv_segment.h"
+#include "service/memory_commit.h"
 #include "service/sampling_options.h"
 #include "store/ids.h"
 
 namespace gistmem::service {
 namespace {
 
-bool IsFullPolicy(const v1::MemoryPolicy& policy) {
-  return policy.kind() == v1::MemoryPolicy::FULL ||
-         policy.kind() == v1::MemoryPolicy::KIND_UNSPECIFIED;
-}
-
 absl::Status CheckUsable(const store::SessionRecord& record, const std::string& fingerprint) {
   if (record.model_fingerprint() != fingerprint) {
     return absl::FailedPreconditionError(
         absl::StrCat("session ", record.session_id(), " was made for model ",
                      record.model_fingerprint(), "; this server runs ", fingerprint));
-  }
-  if (!IsFullPolicy(record.policy())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "session ", record.session_id(), " uses memory policy ",
-        v1::MemoryPolicy::Kind_Name(record.policy().kind()), "; this server runs full"));
   }
   return absl::OkStatus();
 }
@@ -81,12 +72,8 @@ absl::StatusOr<store::SessionRecord> SessionManager::Create(
   const Limits& limits = runtime_.config.limits;
   const std::string id = request.session_id().empty() ? NewSessionId() : request.session_id();
   if (absl::Status valid = store::ValidateId("session id", id); !valid.ok()) return valid;
-  if (!IsFullPolicy(request.policy())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "memory policy ", v1::MemoryPolicy::Kind_Name(request.policy().kind()),
-        " is not available: this server runs full (window, pool and gist arrive with the "
-        "gist-memory work)"));
-  }
+  absl::StatusOr<memory::Policy> policy = runtime_.policies.Resolve(request.policy());
+  if (!policy.ok()) return policy.status();
   if (static_cast<int64_t>(request.system_prompt().size()) > limits.max_content_bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("system_prompt has ", request.system_prompt().size(), " bytes; the limit is ",
@@ -117,7 +104,7 @@ absl::StatusOr<store::SessionRecord> SessionManager::Create(
   record.set_tenant(std::string(kDefaultTenant));
   record.set_session_id(id);
   record.set_model_fingerprint(runtime_.model_fingerprint);
-  record.mutable_policy()->set_kind(v1::MemoryPolicy::FULL);
+  *record.mutable_policy() = PolicyResolver::ToProto(*policy);
   record.set_system_prompt(request.system_prompt());
   *record.mutable_default_sampling() = request.default_sampling();
   record.mutable_labels()->insert(request.labels().begin(), request.labels().end());
@@ -130,7 +117,7 @@ absl::StatusOr<store::SessionRecord> SessionManager::Create(
     stored_sessions_.fetch_sub(1);
     return created;
   }
-  spdlog::info("session {} created", id);
+  spdlog::info("session {} created, memory {}", id, memory::Describe(*policy));
   return record;
 }
 
@@ -204,14 +191,21 @@ absl::StatusOr<v1::SessionStats> SessionManager::Stats(std::string_view session_
 
   v1::SessionStats stats;
   stats.set_session_id(record->session_id());
-  const int64_t tokens = record->stream_tokens();
-  // Policy `full` keeps one verbatim entry per token: no sinks, gists or pooled entries.
-  stats.set_stream_tokens(tokens);
-  stats.set_raw_tokens(tokens);
-  stats.set_retained_entries(tokens);
-  stats.set_window_entries(tokens);
-  stats.set_compression_ratio(1.0);
+  const store::v1::MemoryStateRecord& memory = record->memory();
+  stats.set_stream_tokens(record->stream_tokens());
+  stats.set_raw_tokens(memory.raw_tokens() + memory.unread_tokens());
+  stats.set_sink_entries(memory.sink_entries());
+  stats.set_gist_entries(memory.gist_entries());
+  stats.set_pooled_entries(memory.pooled_entries());
+  stats.set_window_entries(memory.raw_entries());
+  const int64_t retained = memory.sink_entries() + memory.gist_entries() + memory.pooled_entries() +
+                           memory.raw_entries();
+  stats.set_retained_entries(retained);
+  stats.set_compression_ratio(retained > 0 ? static_cast<double>(record->stream_tokens()) / retained
+                                           : 1.0);
   stats.set_bytes_disk(storage->kv_bytes + storage->transcript_bytes);
+  // The CPU runtime keeps caches in host memory; the CUDA backend will report GPU bytes.
+  stats.set_bytes_gpu(0);
   {
     std::lock_guard lock(mutex_);
     if (auto found = sessions_.find(std::string(session_id)); found != sessions_.end()) {
@@ -286,7 +280,7 @@ absl::Status SessionManager::EnsureLoaded(LiveSession& session) {
   }
   absl::Status loaded = LoadFromStore(session);
   if (!loaded.ok()) {
-    session.cache.reset();
+    session.memory.reset();
     session.stream.clear();
     std::lock_guard lock(mutex_);
     --sessions_in_memory_;
@@ -313,28 +307,35 @@ absl::Status SessionManager::LoadFromStore(LiveSession& session) {
   for (const store::TurnRecord& turn : *transcript) {
     session.stream.insert(session.stream.end(), turn.token_ids().begin(), turn.token_ids().end());
   }
-  session.reply_open = !transcript->empty() && transcript->back().generated() &&
-                       transcript->back().finish_reason() == v1::FINISH_REASON_LENGTH;
-  session.cache = std::make_unique<model::KvCache>(runtime_.model.config());
-  for (const store::KvSegment& segment : *segments) {
-    if (absl::Status appended = AppendKvSegment(runtime_.model.config(), segment,
-                                                runtime_.model_fingerprint, *session.cache);
-        !appended.ok()) {
-      return absl::DataLossError(absl::StrCat("session ", session.id, " kv segment ", segment.seq,
-                                              ": ", appended.message()));
-    }
+  absl::StatusOr<memory::Policy> policy = runtime_.policies.FromStored(record->policy());
+  if (!policy.ok()) {
+    return absl::Status(policy.status().code(),
+                        absl::StrCat("session ", session.id, ": ", policy.status().message()));
+  }
+  const store::v1::MemoryStateRecord& stored = record->memory();
+  session.reply_open = stored.unread_tokens() > 0;
+  session.memory = std::make_unique<memory::SessionMemory>(runtime_.model.config(), *policy);
+  if (absl::Status restored =
+          RestoreMemory(runtime_.model.config(), *segments, runtime_.model_fingerprint,
+                        StoredMemoryState(*record), *session.memory);
+      !restored.ok()) {
+    return absl::DataLossError(absl::StrCat("session ", session.id, ": ", restored.message()));
   }
   const auto tokens = static_cast<int64_t>(session.stream.size());
-  if (session.cache->size() != tokens || record->stream_tokens() != tokens) {
-    return absl::DataLossError(absl::StrCat("session ", session.id,
-                                            " is inconsistent: the transcript has ", tokens,
-                                            " tokens, the KV segments ", session.cache->size(),
-                                            " entries, the record says ", record->stream_tokens()));
+  const memory::MemoryState& state = session.memory->state();
+  if (state.raw_tokens + stored.unread_tokens() != tokens ||
+      record->stream_tokens() != state.stream_tokens + stored.unread_tokens() ||
+      (stored.unread_tokens() != 0 && stored.unread_tokens() != 1)) {
+    return absl::DataLossError(
+        absl::StrCat("session ", session.id, " is inconsistent: the transcript has ", tokens,
+                     " tokens, the memory read ", state.raw_tokens, " (", stored.unread_tokens(),
+                     " unread), the record says ", record->stream_tokens(), " stream tokens"));
   }
   session.record = *std::move(record);
   session.loaded = true;
-  session.cache_bytes = KvCacheBytes(*session.cache);
-  spdlog::debug("session {} loaded: {} tokens, {} segments", session.id, tokens, segments->size());
+  session.cache_bytes = session.memory->Bytes();
+  spdlog::debug("session {} loaded: {} tokens, {} entries from {} segments", session.id, tokens,
+                session.memory->cache().size(), segments->size());
   return absl::OkStatus();
 }
 
@@ -395,7 +396,7 @@ void SessionManager::DropLocked(LiveSession& session) {
     session.counted_in_memory = false;
   }
   session.loaded = false;
-  session.cache.reset();
+  session.memory.reset();
   session.stream.clear();
   session.cache_bytes = 0;
 }

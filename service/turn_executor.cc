@@ -9,16 +9,10 @@
 #include "absl/time/clock.h"
 #include "model/tokenizer/incremental_decoder.h"
 #include "service/kv_segment.h"
+#include "service/memory_commit.h"
 #include "service/sampling_options.h"
 
 namespace gistmem::service {
-namespace {
-
-void TruncateTo(model::KvCache& cache, int64_t size) {
-  if (cache.size() > size) cache.Truncate(size);
-}
-
-}  // namespace
 
 // Everything one turn carries from Submit to OnEnd.
 struct TurnExecutor::Turn {
@@ -29,10 +23,11 @@ struct TurnExecutor::Turn {
 
   // What the turn adds: records of the messages it reads, then (Generate) the reply record,
   // whose tokens are `reply_prefix` followed by the generated ones.
-  int64_t stream_before = 0;
+  int64_t stream_before = 0;  // raw tokens of the stream before the turn
+  int64_t unread_before = 0;  // of those, not yet read into the memory (a cut reply's last)
   std::vector<store::TurnRecord> records;
   bool generate = false;
-  bool reread_last = false;
+  bool continues_reply = false;  // no message: a cut reply goes on where it stopped
   std::vector<int32_t> reply_prefix;
   int64_t new_tokens = 0;  // tokens read this turn
   int64_t turn_index = 0;
@@ -121,6 +116,7 @@ void TurnExecutor::Prepare(const std::shared_ptr<Turn>& turn) {
 
   // The tokens this turn reads, record by record (service/turn_tokens.h says which).
   turn->stream_before = static_cast<int64_t>(session.stream.size());
+  turn->unread_before = session.reply_open ? 1 : 0;
   int64_t next_index = session.record.turn_count();
   std::vector<int32_t> prompt;
   int64_t session_start_tokens = 0;
@@ -151,8 +147,8 @@ void TurnExecutor::Prepare(const std::shared_ptr<Turn>& turn) {
   }
   if (turn->generate) {
     // An open reply (cut by max_tokens) and no new message: the reply goes on where it stopped.
-    turn->reread_last = reply_open;
-    if (!turn->reread_last) turn->reply_prefix = tokens.ReplyPrompt();
+    turn->continues_reply = reply_open;
+    if (!turn->continues_reply) turn->reply_prefix = tokens.ReplyPrompt();
     prompt.insert(prompt.end(), turn->reply_prefix.begin(), turn->reply_prefix.end());
     turn->turn_index = next_index;
   } else {
@@ -166,23 +162,27 @@ void TurnExecutor::Prepare(const std::shared_ptr<Turn>& turn) {
         absl::StrCat("the request adds ", request_tokens, " tokens; the limit is ",
                      limits.max_request_tokens, " (--max_request_tokens)")));
   }
-  const int64_t room = runtime_.max_session_tokens - turn->stream_before - turn->new_tokens;
+  // Positions are what runs out (gist tokens take them too), not cache entries.
+  const int64_t room =
+      session.memory->RawRoom(runtime_.max_session_tokens) - turn->unread_before - turn->new_tokens;
   if (room < (turn->generate ? 1 : 0)) {
-    return refuse(absl::ResourceExhaustedError(absl::StrCat(
-        "session ", session.id, " holds ", turn->stream_before, " tokens and this turn adds ",
-        turn->new_tokens, turn->generate ? " plus a reply" : "", "; a session may hold ",
-        runtime_.max_session_tokens)));
+    return refuse(absl::ResourceExhaustedError(
+        absl::StrCat("session ", session.id, " holds ", session.memory->state().stream_tokens,
+                     " stream tokens and this turn adds ", turn->new_tokens,
+                     turn->generate ? " plus a reply" : "", "; a session may hold ",
+                     runtime_.max_session_tokens)));
   }
 
   auto job = std::make_unique<Job>();
-  job->cache = session.cache.get();
-  job->prompt = turn->reread_last ? std::vector<int32_t>{session.stream.back()} : std::move(prompt);
-  job->reread_last = turn->reread_last;
+  job->memory = session.memory.get();
+  // A cut reply's last token is read first: nothing had needed its logits until now.
+  if (turn->unread_before > 0) job->prompt.push_back(session.stream.back());
+  job->prompt.insert(job->prompt.end(), prompt.begin(), prompt.end());
   job->generate = turn->generate;
   job->sampling = sampling.params;
   job->max_new_tokens = std::min(sampling.max_tokens, room);
   job->stop_token_ids = tokens.stop_token_ids();
-  job->history = session.stream;
+  job->history.assign(session.stream.begin(), session.stream.end() - turn->unread_before);
   turn->stop_token_ids = tokens.stop_token_ids();
   turn->decoder = std::make_unique<model::IncrementalDecoder>(runtime_.tokenizer, true);
   job->is_cancelled = [turn] { return turn->request.is_cancelled() || turn->session->deleted; };
@@ -199,6 +199,7 @@ void TurnExecutor::Prepare(const std::shared_ptr<Turn>& turn) {
     runtime_.workers.Post([this, turn] { Finish(turn); });
   };
   turn->observer->OnStart(session.id, turn->turn_index);
+  session.memory->BeginTurn();
   runtime_.scheduler.Submit(std::move(job));
 }
 
@@ -210,10 +211,11 @@ void TurnExecutor::Finish(const std::shared_ptr<Turn>& turn) {
   outcome.turn_index = turn->turn_index;
   outcome.usage.set_prompt_tokens(turn->new_tokens);
   outcome.usage.set_completion_tokens(generated);
-  outcome.usage.set_cached_tokens(turn->stream_before - (turn->reread_last ? 1 : 0));
-  outcome.usage.set_stream_tokens(turn->stream_before);
+  outcome.usage.set_cached_tokens(session.record.stream_tokens() - turn->unread_before);
+  outcome.usage.set_stream_tokens(session.record.stream_tokens());
 
   if (result.outcome == JobResult::Outcome::kFailed) {
+    session.memory->Rollback();
     spdlog::error("session {} turn {} failed in the forward pass: {}", session.id, turn->turn_index,
                   result.error);
     turn->release(false);  // its cache may be damaged: reload from the store next time
@@ -223,7 +225,7 @@ void TurnExecutor::Finish(const std::shared_ptr<Turn>& turn) {
   // A cancel that arrives after the last step still wins: nothing is committed yet.
   if (result.outcome == JobResult::Outcome::kCancelled || turn->request.is_cancelled() ||
       session.deleted) {
-    TruncateTo(*session.cache, turn->stream_before);
+    session.memory->Rollback();
     const bool deleted = session.deleted;
     spdlog::info("session {} turn {} cancelled after {} tokens", session.id, turn->turn_index,
                  generated);
@@ -255,44 +257,44 @@ void TurnExecutor::Finish(const std::shared_ptr<Turn>& turn) {
   }
 
   const int64_t stream_after = turn->stream_before + turn->new_tokens + generated;
-  if (session.cache->size() != stream_after) {
-    TruncateTo(*session.cache, turn->stream_before);
+  const int64_t unread_after = turn->generate && !result.stopped && generated > 0 ? 1 : 0;
+  if (session.memory->state().raw_tokens != stream_after - unread_after) {
+    session.memory->Rollback();
     turn->release(false);
-    turn->End(
-        absl::InternalError(absl::StrCat("the cache holds ", session.cache->size(),
-                                         " entries after the turn, expected ", stream_after)));
+    turn->End(absl::InternalError(
+        absl::StrCat("the memory read ", session.memory->state().raw_tokens,
+                     " raw tokens after the turn, expected ", stream_after - unread_after)));
     return;
   }
   store::TurnCommit commit;
   commit.session = session.record;
   commit.session.set_turn_count(session.record.turn_count() +
                                 static_cast<int64_t>(turn->records.size()));
-  commit.session.set_stream_tokens(stream_after);
-  commit.session.set_next_kv_segment_seq(session.record.next_kv_segment_seq() + 1);
   commit.session.set_update_time_micros(absl::ToUnixMicros(absl::Now()));
   commit.turns = turn->records;
-  commit.new_kv_segments.push_back(
-      EncodeKvSegment(runtime_.model.config(), *session.cache, turn->stream_before, stream_after,
-                      runtime_.model_fingerprint, session.record.next_kv_segment_seq()));
+  AddMemoryToCommit(runtime_.model.config(), *session.memory, runtime_.model_fingerprint,
+                    unread_after, commit);
   if (absl::Status committed = runtime_.store.CommitTurn(commit); !committed.ok()) {
     spdlog::error("session {} turn {} not stored: {}", session.id, turn->turn_index,
                   committed.ToString());
-    TruncateTo(*session.cache, turn->stream_before);
+    session.memory->Rollback();
     turn->release(true);
     turn->End(committed);
     return;
   }
+  session.memory->EndTurn();
 
   session.record = std::move(commit.session);
   for (const store::TurnRecord& record : turn->records) {
     session.stream.insert(session.stream.end(), record.token_ids().begin(),
                           record.token_ids().end());
   }
-  session.reply_open = turn->generate && !result.stopped;
-  session.cache_bytes = KvCacheBytes(*session.cache);
-  outcome.usage.set_stream_tokens(stream_after);
-  spdlog::info("session {} turn {}: read {}, generated {}, stream {} tokens{}", session.id,
-               turn->turn_index, turn->new_tokens, generated, stream_after,
+  session.reply_open = unread_after > 0;
+  session.cache_bytes = session.memory->Bytes();
+  outcome.usage.set_stream_tokens(session.record.stream_tokens());
+  spdlog::info("session {} turn {}: read {}, generated {}, stream {} tokens, cache {}{}",
+               session.id, turn->turn_index, turn->new_tokens, generated,
+               session.record.stream_tokens(), session.memory->cache().size(),
                turn->generate ? (result.stopped ? " (stop)" : " (length)") : "");
   turn->release(true);
   turn->End(absl::OkStatus(), outcome);

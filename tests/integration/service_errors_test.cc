@@ -175,18 +175,5 @@ TEST_F(ErrorsTest, ReplyStopsAtTheSessionLimit) {
   }
 }
 
-TEST_F(ErrorsTest, OtherPoliciesAreFailedPrecondition) {
-  for (const v1::MemoryPolicy::Kind kind :
-       {v1::MemoryPolicy::WINDOW, v1::MemoryPolicy::POOL, v1::MemoryPolicy::GIST}) {
-    grpc::ClientContext context;
-    v1::CreateSessionRequest create;
-    create.mutable_policy()->set_kind(kind);
-    v1::Session session;
-    const grpc::Status status = server_.stub().CreateSession(&context, create, &session);
-    EXPECT_EQ(status.error_code(), StatusCode::FAILED_PRECONDITION);
-    EXPECT_NE(status.error_message().find("gist-memory"), std::string::npos);
-  }
-}
-
 }  // namespace
 }  // namespace gistmem::testing

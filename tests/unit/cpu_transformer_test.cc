@@ -33,6 +33,16 @@
 namespace gistmem::model {
 namespace {
 
+SequenceChunk Chunk(std::span<const int32_t> tokens, std::span<const int64_t> positions,
+                    KvCache* cache, LogitsMode mode) {
+  SequenceChunk chunk;
+  chunk.tokens = tokens;
+  chunk.positions = positions;
+  chunk.cache = cache;
+  chunk.mode = mode;
+  return chunk;
+}
+
 using ::testing::HasSubstr;
 
 const std::filesystem::path kModels =
@@ -239,9 +249,9 @@ TEST_P(CpuTransformerTest, ForwardBatchIsBitIdenticalToEachSequenceAlone) {
   for (const bool reversed : {false, true}) {
     KvCache a(model_->config()), b(model_->config()), c(model_->config());
     PrepareCaches(*model_, s, a, c);
-    const SequenceChunk chunk_a{s.chunk_a, pos_a, &a, LogitsMode::kAll};
-    const SequenceChunk chunk_b{s.chunk_b, pos_b, &b, LogitsMode::kLast};
-    const SequenceChunk chunk_c{s.chunk_c, pos_c, &c, LogitsMode::kLast};
+    const SequenceChunk chunk_a = Chunk(s.chunk_a, pos_a, &a, LogitsMode::kAll);
+    const SequenceChunk chunk_b = Chunk(s.chunk_b, pos_b, &b, LogitsMode::kLast);
+    const SequenceChunk chunk_c = Chunk(s.chunk_c, pos_c, &c, LogitsMode::kLast);
     std::vector<SequenceChunk> chunks = {chunk_a, chunk_b, chunk_c};
     if (reversed) std::reverse(chunks.begin(), chunks.end());
     std::vector<std::vector<float>> got = model_->ForwardBatch(chunks);
@@ -279,7 +289,7 @@ TEST_P(CpuTransformerTest, ForwardBatchOfDecodeStepsIsBitIdenticalToEachAlone) {
     std::vector<SequenceChunk> chunks;
     for (size_t i = 0; i < prompts.size(); ++i) {
       chunks.push_back(
-          {std::span(next[i]).subspan(step, 1), positions[i], &batched[i], LogitsMode::kLast});
+          Chunk(std::span(next[i]).subspan(step, 1), positions[i], &batched[i], LogitsMode::kLast));
     }
     const std::vector<std::vector<float>> got = model_->ForwardBatch(chunks);
     ASSERT_EQ(got.size(), prompts.size());
@@ -383,12 +393,14 @@ TEST_P(CpuTransformerTest, ARejectedBatchChangesNoCache) {
   const std::vector<int32_t> tokens = RandomTokens(vocab_, 4, 60);
   const std::vector<int32_t> bad_tokens = {1, static_cast<int32_t>(vocab_ + 7)};
   const std::vector<int64_t> positions = Iota(0, 4), bad_positions = Iota(0, 2);
-  const std::vector<SequenceChunk> chunks = {{tokens, positions, &good, LogitsMode::kLast},
-                                             {bad_tokens, bad_positions, &bad, LogitsMode::kLast}};
+  const std::vector<SequenceChunk> chunks = {
+      Chunk(tokens, positions, &good, LogitsMode::kLast),
+      Chunk(bad_tokens, bad_positions, &bad, LogitsMode::kLast)};
   EXPECT_THROW(model_->ForwardBatch(chunks), std::invalid_argument);
   EXPECT_EQ(good.size(), 0);
   EXPECT_EQ(bad.size(), 0);
-  const std::vector<SequenceChunk> no_cache = {{tokens, positions, nullptr, LogitsMode::kLast}};
+  const std::vector<SequenceChunk> no_cache = {
+      Chunk(tokens, positions, nullptr, LogitsMode::kLast)};
   EXPECT_THAT([&] { model_->ForwardBatch(no_cache); },
               ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("without a KV cache")));
 }
