@@ -166,10 +166,13 @@ class ChatCliTest(ServerTestCase):
 class ResumeTest(ServerTestCase):
     """A session continued after a restart replies exactly as one that never stopped."""
 
+    def server_args(self, tmp: str):
+        return ()
+
     def setUp(self):
         tmp = tempfile.TemporaryDirectory(prefix="gistmem-chat-resume-")
         self.addCleanup(tmp.cleanup)
-        self.server = ServerProcess(os.path.join(tmp.name, "db"))
+        self.server = ServerProcess(os.path.join(tmp.name, "db"), self.server_args(tmp.name))
         self.addCleanup(self.server.kill)
 
     def control_turns(self, address):
@@ -202,6 +205,37 @@ class ResumeTest(ServerTestCase):
 
     def test_resume_after_kill_9(self):
         self.resume_after(self.server.kill)
+
+
+class PooledResumeTest(ResumeTest):
+    """The same with compression on: the server's default policy pools spans of 4."""
+
+    def server_args(self, tmp):
+        return ("--policy", "pool", "--ratio", "4", "--window", "8", "--sink_tokens", "4")
+
+    def test_stats_show_the_compression(self):
+        address = self.server.start()
+        *_, turn = self.chat_json(address, "--new", "--message", FIRST, "--message", SECOND,
+                                *GREEDY)
+        [stats] = self.chat_json(address, "--session", turn["session_id"], "--stats")
+        self.assertGreater(stats["pooled_entries"], 0)
+        self.assertLessEqual(stats["window_entries"], 8 + 4)
+        self.assertGreater(stats["compression_ratio"], 2.0)
+
+
+class GistResumeTest(ResumeTest):
+    """The same with gist tokens: the fixture weights plus a gist_config.json."""
+
+    def server_args(self, tmp):
+        model = os.path.join(tmp, "gist-model")
+        os.mkdir(model)
+        source = os.environ["GISTMEM_TEST_MODEL"]
+        for name in os.listdir(source):
+            os.symlink(os.path.join(source, name), os.path.join(model, name))
+        with open(os.path.join(model, "gist_config.json"), "w") as f:
+            f.write('{"gist_token_id": 7, "ratios": [4], "default_ratio": 4, '
+                    '"sink_tokens": 4, "window": 8}')
+        return ("--model", model, "--policy", "gist")
 
 
 if __name__ == "__main__":
