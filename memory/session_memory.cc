@@ -157,6 +157,7 @@ void SessionMemory::BeginTurn() {
   if (in_turn_) throw std::logic_error("SessionMemory::BeginTurn: a turn is open");
   in_turn_ = true;
   turn_start_ = state_;
+  turn_start_shared_ = cache_.shared().size();
   freed_in_turn_.Truncate(0);
   freed_entries_.clear();
 }
@@ -187,6 +188,7 @@ void SessionMemory::Rollback() {
       entries.push_back(freed_entries_[freed++]);
     }
   }
+  rebuilt.TruncateShared(turn_start_shared_);
   rebuilt.SetNextPosition(turn_start_.stream_tokens);
   cache_ = std::move(rebuilt);
   entries_ = std::move(entries);
@@ -227,6 +229,37 @@ model::EntryVisibility SessionMemory::VisibilityOf(const EntryInfo& info, int64_
       return PooledVisibility(policy_, info.raw_index / policy_.ratio);
   }
   return {};
+}
+
+std::shared_ptr<const model::KvCache> SessionMemory::Frozen() const {
+  auto frozen = std::make_shared<model::KvCache>(cache_);
+  frozen->Truncate(0);
+  frozen->TruncateShared(0);
+  const int64_t clock = state_.raw_tokens;  // the clock of the document's last token
+  for (int64_t i = 0; i < cache_.size(); ++i) {
+    if (cache_.visibility()[i].VisibleAt(clock)) frozen->AppendCopy(cache_, i);
+  }
+  frozen->SetNextPosition(state_.stream_tokens);
+  return frozen;
+}
+
+void SessionMemory::Attach(std::shared_ptr<const model::KvCache> document,
+                           int64_t document_stream_tokens) {
+  cache_.Attach({.entries = std::move(document),
+                 .position_offset = state_.stream_tokens,
+                 .stream_tokens = document_stream_tokens});
+  state_.stream_tokens += document_stream_tokens;
+}
+
+int64_t SessionMemory::AttachedEntries() const {
+  int64_t entries = 0;
+  for (const model::SharedSegment& segment : cache_.shared())
+    entries += segment.entries->size();
+  return entries;
+}
+
+void SessionMemory::RestoreAttached(model::SharedSegment segment) {
+  cache_.Attach(std::move(segment));
 }
 
 int64_t SessionMemory::RestoreEntry(const EntryInfo& info, int64_t position) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -27,7 +28,7 @@ struct EntryInfo {
 
 // Where the stream stands; stored with the session so a restored memory goes on exactly.
 struct MemoryState {
-  int64_t stream_tokens = 0;  // positions used, gist tokens included
+  int64_t stream_tokens = 0;  // positions used, gist tokens and attached documents included
   int64_t raw_tokens = 0;     // the raw clock
   int64_t pooled_spans = 0;   // pool: spans already pooled (or skipped: all sinks)
   int64_t next_serial = 0;
@@ -86,9 +87,18 @@ class SessionMemory {
   std::vector<int64_t> NewPinnedEntries() const;
   std::vector<int64_t> TransientEntries() const;
 
+  // Documents. A document is read like a session of its own (positions from 0); Frozen()
+  // then keeps what its last token could see, read-only, to attach to any number of sessions.
+  // Attach places it at the stream's end: later queries see all of it (gist-method.md 5).
+  // The raw clock and the gist grid go on from the session's own raw tokens.
+  std::shared_ptr<const model::KvCache> Frozen() const;
+  void Attach(std::shared_ptr<const model::KvCache> document, int64_t document_stream_tokens);
+  int64_t AttachedEntries() const;
+
   // Restore from storage: append every stored entry in serial order, fill its rows through
   // cache().MutableKeys/MutableValues, then FinishRestore with the stored state.
   int64_t RestoreEntry(const EntryInfo& info, int64_t position);
+  void RestoreAttached(model::SharedSegment segment);
   absl::Status FinishRestore(const MemoryState& state);
 
  private:
@@ -104,6 +114,7 @@ class SessionMemory {
   // The open turn: its starting state and the earlier entries it has freed so far.
   bool in_turn_ = false;
   MemoryState turn_start_;
+  size_t turn_start_shared_ = 0;
   model::KvCache freed_in_turn_;
   std::vector<EntryInfo> freed_entries_;
 };

@@ -117,7 +117,28 @@ void KvCache::AppendCopy(const KvCache& from, int64_t entry) {
   next_position_ = std::max(next_position_, from.positions_[entry] + 1);
 }
 
+void KvCache::Attach(SharedSegment segment) {
+  if (!segment.entries || segment.entries->kv_dim_ != kv_dim_ ||
+      segment.entries->num_layers() != num_layers()) {
+    throw std::invalid_argument("KvCache::Attach: a segment of another shape");
+  }
+  if (segment.position_offset < 0 || segment.stream_tokens < 1) {
+    throw std::invalid_argument("KvCache::Attach: a segment must sit at a position and take some");
+  }
+  next_position_ = std::max(next_position_, segment.position_offset + segment.stream_tokens);
+  shared_.push_back(std::move(segment));
+}
+
+void KvCache::TruncateShared(size_t count) {
+  if (count < shared_.size()) shared_.resize(count);
+}
+
 void KvCache::SetNextPosition(int64_t position) {
+  for (const SharedSegment& s : shared_) {
+    if (s.position_offset + s.stream_tokens > position) {
+      throw std::invalid_argument("KvCache::SetNextPosition before an attached segment's end");
+    }
+  }
   for (int64_t p : positions_) {
     if (p >= position) {
       throw std::invalid_argument("KvCache::SetNextPosition(" + std::to_string(position) +

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -26,6 +27,19 @@ struct EntryVisibility {
 
   bool VisibleAt(int64_t clock) const { return from_clock <= clock && clock <= until_clock; }
   bool operator==(const EntryVisibility&) const = default;
+};
+
+class KvCache;
+
+// A read-only block of entries computed elsewhere (a document compressed once) that a cache
+// attends to as if its entries stood at `position_offset` + their own positions. Their keys
+// carry RoPE for their own positions, so the query is rotated back by position_offset for
+// them (RoPE is relative: gist-method.md section 5); one copy serves every cache attaching it.
+// Every query after the attach point sees all of its entries.
+struct SharedSegment {
+  std::shared_ptr<const KvCache> entries;
+  int64_t position_offset = 0;
+  int64_t stream_tokens = 0;  // positions the segment takes in the attaching stream
 };
 
 class KvCache {
@@ -81,11 +95,19 @@ class KvCache {
   // go back before an entry it holds.
   void SetNextPosition(int64_t position);
 
+  // Attaches `segment` (at next_position(), or where a restore says); next_position() moves
+  // past its stream_tokens. Copies of the cache share the segment.
+  void Attach(SharedSegment segment);
+  const std::vector<SharedSegment>& shared() const { return shared_; }
+  // Drops the segments attached after the first `count` (undoes an attach).
+  void TruncateShared(size_t count);
+
  private:
   int64_t kv_dim_;
   std::vector<int64_t> positions_;
   std::vector<EntryVisibility> visibility_;
   int64_t next_position_ = 0;
+  std::vector<SharedSegment> shared_;
   std::vector<std::vector<float>> keys_;    // [layer][entry * kv_dim + i]
   std::vector<std::vector<float>> values_;  // same layout
 };

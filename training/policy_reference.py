@@ -165,6 +165,76 @@ def policy_logits(model, raw, policy):
     return model.logits(tokens, attend), tokens, is_gist
 
 
+def document_logits(model, a_raw, doc_raw, b_raw, sp, dp):
+    """A session reads a_raw, attaches a document (doc_raw read alone under policy dp, placed
+    right after), then reads b_raw. The stream is [A, D, B] at consecutive positions. Rows of
+    D see only D (by dp, as if D started at 0); rows of A and B see the session's tokens by sp
+    (its raw clock and gist grid count session raw tokens only) and, after D, every document
+    entry its last token could see (gist-method.md section 5)."""
+    a_tok, a_gist, a_raw_idx = stream_of(a_raw, sp)
+    d_tok, d_gist, d_raw_idx = stream_of(doc_raw, dp)
+    ab_tok, ab_gist, ab_raw_idx = stream_of(list(a_raw) + list(b_raw), sp)
+    na, nd = len(a_tok), len(d_tok)
+    tokens = a_tok + d_tok + ab_tok[na:]
+    owner = ["s"] * na + ["d"] * nd + ["s"] * (len(ab_tok) - na)
+    n = len(tokens)
+    # Indices into each owner's own stream (what its policy rule is stated on).
+    local = list(range(na)) + list(range(nd)) + list(range(na, len(ab_tok)))
+    gist_of = {"s": ab_gist, "d": d_gist}
+    raw_of = {"s": ab_raw_idx, "d": d_raw_idx}
+    policy_of = {"s": sp, "d": dp}
+
+    def sees(q, k):
+        if k > q:
+            return False
+        oq, ok = owner[q], owner[k]
+        if oq == "d" and ok == "s":
+            return False
+        if oq == ok:
+            return visible(policy_of[oq], gist_of[oq], local[q], local[k])
+        return visible(dp, d_gist, nd - 1, local[k])  # a session row looking at the document
+
+    mask = torch.tensor([[sees(q, k) for k in range(n)] for q in range(n)])
+
+    def clock(o, q):
+        """Raw tokens of owner o up to and including row q (its own stream)."""
+        idx = local[q]
+        return raw_of[o][idx] + (0 if gist_of[o][idx] else 1)
+
+    pooled = []  # (stream rows of the members, who sees it: function of q)
+    for o in ("s", "d"):
+        p = policy_of[o]
+        if p["kind"] != "pool":
+            continue
+        rows = [i for i in range(n) if owner[i] == o]
+        raws = len([i for i in rows if not gist_of[o][local[i]]])
+        r, w, s = p["ratio"], p["window"], p["sink_tokens"]
+        for j in range(raws // r):
+            members = [i for i in rows if j * r <= raw_of[o][local[i]] < (j + 1) * r
+                       and local[i] >= s]
+            if not members:
+                continue
+            due = (j + 1) * r + w
+            if o == "s":
+                seen = [owner[q] == "s" and members[-1] < q + 1 and clock("s", q) >= due
+                        for q in range(n)]
+            else:
+                doc_end = len(doc_raw) >= due
+                seen = [(owner[q] == "d" and clock("d", q) >= due) or
+                        (owner[q] == "s" and q >= na + nd and doc_end) for q in range(n)]
+            pooled.append((members, torch.tensor(seen)))
+
+    def attend(k, v):
+        if not pooled:
+            return k, v, mask
+        pk = torch.stack([k[m].mean(0) for m, _ in pooled])
+        pv = torch.stack([v[m].mean(0) for m, _ in pooled])
+        pmask = torch.stack([seen for _, seen in pooled], 1)
+        return torch.cat([k, pk]), torch.cat([v, pv]), torch.cat([mask, pmask], 1)
+
+    return model.logits(tokens, attend), tokens
+
+
 def check_full_against_transformers(model, model_dir: Path):
     cases = json.loads((model_dir / "reference_cases.json").read_text())["cases"]
     expected = load_safetensors(model_dir / "reference_logits.safetensors")
@@ -204,12 +274,27 @@ def main():
         tensors[p["name"]] = logits
         cases.append({"policy": p, "stream_tokens": len(tokens),
                       "gist_rows": [i for i, g in enumerate(is_gist) if g]})
+    # Documents: a session reads A, attaches a document read alone, reads B in turns.
+    doc_cases = []
+    a_raw, doc_raw, b_raw = raw[:21], raw[21:21 + 45], raw[66:66 + 23]
+    for name, sp, dp in [
+        ("doc-full-into-full", policies[0], policies[0]),
+        ("doc-gist-into-gist", policies[4], policies[4]),
+        ("doc-pool-into-window", policies[1], policies[2]),
+        ("doc-gist-into-pool", policies[3], policies[5]),
+    ]:
+        logits, tokens = document_logits(model, a_raw, doc_raw, b_raw, sp, dp)
+        tensors[name] = logits
+        doc_cases.append({"name": name, "session_policy": sp, "document_policy": dp,
+                          "stream_tokens": len(tokens)})
     write_safetensors(out / "qwen2-tied-f32.safetensors", tensors)
     (out / "qwen2-tied-f32.json").write_text(json.dumps({
         "model": "tests/fixtures/models/qwen2-tied-f32", "raw_tokens": raw, "turns": turns,
         "note": "logits of every stream row (gist rows included), float64 reference in fp32; "
                 f"full policy vs transformers: max row-relative error {vs_hf:.2e}",
-        "cases": cases}, indent=1) + "\n")
+        "cases": cases, "documents": {"a": len(a_raw), "document": len(doc_raw),
+                                      "b_turns": [10, 1, 1, 1, 1, 9], "cases": doc_cases}},
+        indent=1) + "\n")
     print(f"wrote {len(cases)} cases; full vs transformers {vs_hf:.2e}")
 
 

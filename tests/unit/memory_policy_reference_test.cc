@@ -156,6 +156,67 @@ TEST_P(PolicyReference, IncrementalServingEqualsTheMaskedFullSequence) {
 // window: visibility changes inside one step).
 INSTANTIATE_TEST_SUITE_P(Chunks, PolicyReference, testing::Values(1, 5, 64));
 
+// A document read alone, frozen and attached to a session at its stream's end, then the
+// session goes on: the logits of every row (the document's own rows from its standalone run)
+// equal the reference's, which placed the document at the attach point.
+TEST(DocumentReference, AttachedDocumentEqualsTheMaskedFullSequence) {
+  const Fixture& f = Load();
+  std::vector<int32_t> raw;
+  for (int64_t t : f.spec.at("raw_tokens"))
+    raw.push_back(static_cast<int32_t>(t));
+  const nlohmann::json& docs = f.spec.at("documents");
+  const int64_t a = docs.at("a"), d = docs.at("document");
+  const int64_t vocab = f.model->config().vocab_size;
+  for (const auto& c : docs.at("cases")) {
+    const std::string name = c.at("name");
+    SCOPED_TRACE(name);
+    const std::vector<float> want = f.logits->tensors().at(name).ToFloat32();
+    SessionMemory session(f.model->config(), PolicyOf(c.at("session_policy")));
+    SessionMemory document(f.model->config(), PolicyOf(c.at("document_policy")));
+    std::vector<std::vector<float>> got = Serve(*f.model, session, std::span(raw).subspan(0, a), 8);
+    const auto doc_rows = Serve(*f.model, document, std::span(raw).subspan(a, d), 16);
+    got.insert(got.end(), doc_rows.begin(), doc_rows.end());
+    const std::shared_ptr<const model::KvCache> frozen = document.Frozen();
+    EXPECT_LT(frozen->size(), document.state().stream_tokens + 1);
+    session.Attach(frozen, document.state().stream_tokens);
+    int64_t read = a + d;
+    for (int64_t turn : docs.at("b_turns")) {
+      session.BeginTurn();
+      auto rows = Serve(*f.model, session, std::span(raw).subspan(read, turn), 4);
+      session.EndTurn();
+      got.insert(got.end(), rows.begin(), rows.end());
+      read += turn;
+    }
+    ASSERT_EQ(static_cast<int64_t>(got.size()), c.at("stream_tokens").get<int64_t>());
+    double worst = 0;
+    for (size_t row = 0; row < got.size(); ++row) {
+      worst =
+          std::max(worst, RowRelativeError(got[row], std::span(want).subspan(row * vocab, vocab)));
+    }
+    EXPECT_LE(worst, 1e-4);
+    std::printf("%s: max row-relative error %.3g; document keeps %ld entries of %ld\n",
+                name.c_str(), worst, frozen->size(), document.state().stream_tokens);
+    EXPECT_EQ(session.AttachedEntries(), frozen->size());
+  }
+}
+
+TEST(DocumentReference, RollbackDetachesADocumentAttachedInTheTurn) {
+  const Fixture& f = Load();
+  const Policy full{};
+  SessionMemory session(f.model->config(), full), document(f.model->config(), full);
+  const std::vector<int32_t> tokens = {5, 6, 7, 8};
+  Serve(*f.model, session, tokens, 4);
+  Serve(*f.model, document, tokens, 4);
+  const MemoryState before = session.state();
+  session.BeginTurn();
+  session.Attach(document.Frozen(), document.state().stream_tokens);
+  EXPECT_EQ(session.state().stream_tokens, before.stream_tokens + 4);
+  session.Rollback();
+  EXPECT_EQ(session.state(), before);
+  EXPECT_TRUE(session.cache().shared().empty());
+  EXPECT_EQ(session.cache().next_position(), before.stream_tokens);
+}
+
 TEST(SessionMemoryTest, RollbackRestoresTheCacheBitForBit) {
   const Fixture& f = Load();
   std::vector<int32_t> raw;

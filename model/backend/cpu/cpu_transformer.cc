@@ -51,6 +51,10 @@ void CheckChunk(const SequenceChunk& chunk, const ModelConfig& config) {
                                   std::to_string(config.vocab_size) + ")");
     }
   }
+  if (config.sliding_window && !cache.shared().empty()) {
+    throw std::invalid_argument(
+        "forward: attached documents need a model without a sliding window");
+  }
   if (chunk.clocks.size() != chunk.visibility.size() ||
       (!chunk.clocks.empty() && chunk.clocks.size() != chunk.tokens.size())) {
     throw std::invalid_argument(
@@ -248,11 +252,52 @@ void CpuTransformer::Attention(int64_t layer_index, const Batch& batch, const fl
       if (clocked && !key_visibility[j].VisibleAt(clock)) continue;
       visible.push_back(j);
     }
-    weights.resize(visible.size());
     const int64_t kv_offset = (head / group) * head_dim;  // grouped-query attention
-    AttendOneHead(q + row * q_dim + head * head_dim, cache.keys(layer_index) + kv_offset,
-                  cache.values(layer_index) + kv_offset, kv_dim, visible, head_dim, scale,
-                  weights.data(), out + row * q_dim + head * head_dim);
+    const float* query = q + row * q_dim + head * head_dim;
+    float* result = out + row * q_dim + head * head_dim;
+    if (cache.shared().empty()) {
+      weights.resize(visible.size());
+      AttendOneHead(query, cache.keys(layer_index) + kv_offset,
+                    cache.values(layer_index) + kv_offset, kv_dim, visible, head_dim, scale,
+                    weights.data(), result);
+      return;
+    }
+    // Attached segments: every entry is visible; the query is rotated back by the segment's
+    // offset so that the relative rotation is what it would be at the segment's positions.
+    thread_local std::vector<const float*> keys, values;
+    thread_local std::vector<float> rotated;
+    keys.clear();
+    values.clear();
+    for (int64_t j : visible) {
+      keys.push_back(cache.keys(layer_index) + j * kv_dim + kv_offset);
+      values.push_back(cache.values(layer_index) + j * kv_dim + kv_offset);
+    }
+    const size_t own = keys.size();
+    rotated.assign((cache.shared().size() + 1) * head_dim, 0.f);
+    std::copy_n(query, head_dim, rotated.begin());
+    std::vector<size_t> query_of(own, 0);
+    for (size_t s = 0; s < cache.shared().size(); ++s) {
+      const SharedSegment& segment = cache.shared()[s];
+      float* shifted = rotated.data() + (s + 1) * head_dim;
+      std::copy_n(query, head_dim, shifted);
+      const int64_t back[] = {-segment.position_offset};
+      ApplyRope(shifted, back, 1, head_dim, inv_freq_);
+      const KvCache& doc = *segment.entries;
+      for (int64_t j = 0; j < doc.size(); ++j) {
+        keys.push_back(doc.keys(layer_index) + j * kv_dim + kv_offset);
+        values.push_back(doc.values(layer_index) + j * kv_dim + kv_offset);
+        query_of.push_back(s + 1);
+      }
+    }
+    weights.resize(keys.size());
+    for (size_t j = 0; j < keys.size(); ++j)
+      weights[j] = Dot(rotated.data() + query_of[j] * head_dim, keys[j], head_dim) * scale;
+    Softmax(weights.data(), static_cast<int64_t>(weights.size()));
+    std::fill_n(result, head_dim, 0.f);
+    for (size_t j = 0; j < keys.size(); ++j) {
+      for (int64_t d = 0; d < head_dim; ++d)
+        result[d] += weights[j] * values[j][d];
+    }
   });
 }
 
