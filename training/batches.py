@@ -7,6 +7,7 @@ documents, after <|begin_of_text|>) or one generated dialogue (padded at the end
 """
 import gzip
 import json
+import multiprocessing
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import tokenizer as tokenizer_lib
 @dataclass
 class Dialogue:
     ids: np.ndarray     # raw token ids, from <|begin_of_text|> on
-    values: np.ndarray  # per token: 0, or the 1-based index of the answer value it is part of
+    values: np.ndarray  # int8 per token: 0, or the 1-based index of its answer value
 
 
 @dataclass
@@ -37,7 +38,7 @@ def tokenize_dialogues(tok, rendered):
     encodings = tok.encode_batch([text for text, _ in rendered], add_special_tokens=False)
     for (text, spans), enc in zip(rendered, encodings):
         ids = np.asarray(enc.ids, dtype=np.int32)
-        values = np.zeros(len(ids), dtype=np.int32)
+        values = np.zeros(len(ids), dtype=np.int8)
         offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
         for index, (a, b) in enumerate(spans, start=1):
             values[(offsets[:, 0] < b) & (offsets[:, 1] > a)] = index
@@ -45,7 +46,35 @@ def tokenize_dialogues(tok, rendered):
     return out
 
 
-def load_split(data: Path, tok, split: str, n_dialogues: int, seed: int) -> Split:
+CHUNK = 2000  # dialogues per work item; each item has its own seed, so the result is the
+_WORK = {}    # same for any number of workers. _WORK reaches forked workers by inheritance.
+
+
+def _dialogue_chunk(item):
+    seed, count = item
+    gen = dialogues.Generator(_WORK["docs"], _WORK["lists"], random.Random(seed),
+                              max_chars=_WORK["chars"])
+    return tokenize_dialogues(_WORK["tok"], [dialogues.render(gen.dialogue())
+                                             for _ in range(count)])
+
+
+def make_dialogues(tok, docs, lists, count: int, seed: int, chars, workers: int):
+    """`count` generated dialogues, tokenized; in `workers` forked processes when > 1 (the
+    Python side of generation and offsets is the slow part, not the tokenizer)."""
+    items = [(seed * 100003 + i, min(CHUNK, count - at))
+             for i, at in enumerate(range(0, count, CHUNK))]
+    _WORK.update(tok=tok, docs=docs, lists=lists, chars=chars)
+    if workers > 1 and len(items) > 1:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(items))) as pool:
+            parts = pool.map(_dialogue_chunk, items)
+    else:
+        parts = [_dialogue_chunk(item) for item in items]
+    _WORK.clear()
+    return [d for part in parts for d in part]
+
+
+def load_split(data: Path, tok, split: str, n_dialogues: int, seed: int,
+               dialogue_chars=(1700, 3300), workers: int = 1) -> Split:
     docs = [json.loads(line) for line in gzip.open(data / "corpus.jsonl.gz", "rt")]
     docs = [d for d in docs if d["split"] == split]
     specials = tokenizer_lib.special_ids(tok)
@@ -54,9 +83,8 @@ def load_split(data: Path, tok, split: str, n_dialogues: int, seed: int) -> Spli
     for enc in tok.encode_batch([d["text"] for d in docs], add_special_tokens=False):
         parts.append(np.asarray(enc.ids + [eos], dtype=np.int32))
     lists = json.loads((data / "lists.json").read_text())
-    gen = dialogues.Generator(docs, lists, random.Random(seed))
-    rendered = [dialogues.render(gen.dialogue()) for _ in range(n_dialogues)]
-    return Split(np.concatenate(parts), tokenize_dialogues(tok, rendered))
+    chats = make_dialogues(tok, docs, lists, n_dialogues, seed, dialogue_chars, workers)
+    return Split(np.concatenate(parts), chats)
 
 
 @dataclass

@@ -11,7 +11,7 @@ Sources (fetched with the ordinary clients, `npm pack` and `apt-get download`, p
   Debian debian-handbook              The Debian Administrator's Handbook (English HTML)
   Debian debian-reference-en          Debian Reference (plain text)
   Debian debian-policy                Debian Policy Manual (plain text)
-  Debian developers-reference         Debian Developer's Reference (HTML)
+  Debian developers-reference         Debian Developer's Reference (plain text)
   Debian linux-doc-6.1                the Linux kernel's reST documentation (not translations)
 
 Writes:
@@ -148,6 +148,9 @@ def html_to_text(source: str) -> str:
     # them out by regex first, since nested divs make a tag-counting parser fragile.
     source = re.sub(r'<div class="nav(header|footer)".*?</table>\s*</div>', " ", source,
                     flags=re.S)
+    # The handbook's publican pages: a download banner, the site title and Prev/Up/Next lists.
+    source = re.sub(r'<div id="banner">.*?</div>|<p id="title">.*?</p>|'
+                    r'<ul class="docnav.*?</ul>', " ", source, flags=re.S)
     parser = HtmlText()
     parser.feed(source)
     return parser.text()
@@ -217,11 +220,10 @@ def collect(pkgs: Path, work: Path):
                 yield "debian-policy", title, part
 
     devref = extract_deb(fetch_deb(pkgs, *DEBIAN[4][:2]), work / "developers-reference")
-    for path in sorted((devref / "usr/share/developers-reference").glob("*.html")):
-        if path.stem in ("index", "search", "developers-reference", "genindex"):
-            continue
-        for title, part in split_long(path.stem, html_to_text(path.read_text("utf-8"))):
-            yield "developers-reference", title, part
+    text = gzip.decompress((devref / "usr/share/developers-reference/"
+                            "developers-reference.txt.gz").read_bytes()).decode("utf-8")
+    for title, part in split_long("developers-reference", text):
+        yield "developers-reference", title, part
 
     kernel = extract_deb(fetch_deb(pkgs, *DEBIAN[5][:2]), work / "linux-doc")
     root = kernel / "usr/share/doc/linux-doc-6.1/Documentation"

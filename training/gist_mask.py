@@ -79,13 +79,18 @@ def stream_targets(values: torch.Tensor, raw_pos: torch.Tensor, length: int,
     return out
 
 
+def raw_rank(is_gist: torch.Tensor) -> torch.Tensor:
+    """[B, T] -> [B, T] int32: the number of raw tokens at stream index <= i."""
+    return torch.cumsum((~is_gist).int(), dim=1, dtype=torch.int32)
+
+
 def visibility(is_gist: torch.Tensor, window, sink: int) -> torch.Tensor:
     """is_gist [B, T] bool, window [B] long (a large value for unlimited) or an int
     -> visible [B, T, T] bool (query, key)."""
     b, t = is_gist.shape
     device = is_gist.device
     window = torch.as_tensor(window, device=device).reshape(-1, 1, 1).expand(b, 1, 1)
-    rank = torch.cumsum((~is_gist).long(), dim=1)  # raw tokens at index <= i
+    rank = raw_rank(is_gist)
     q = torch.arange(t, device=device).view(1, t, 1)
     k = torch.arange(t, device=device).view(1, 1, t)
     recent = rank[:, None, :] > rank[:, :, None] - window  # raw key among the last W at q
@@ -96,10 +101,11 @@ def window_value(mode: Mode, unlimited: int) -> int:
     return mode.window if mode.window is not None else unlimited
 
 
-def flex_mask_mod(is_gist: torch.Tensor, window: torch.Tensor, sink: int):
-    """`visibility` as a flex_attention mask_mod (per batch row b); is_gist [B, T] bool and
-    window [B] long live on the GPU."""
-    rank = torch.cumsum((~is_gist).int(), dim=1)
+def flex_mask_mod(rank: torch.Tensor, is_gist: torch.Tensor, window: torch.Tensor, sink: int):
+    """`visibility` as a flex_attention mask_mod (per batch row b): rank = raw_rank(is_gist)
+    [B, T], is_gist [B, T] bool and window [B] on the mask's device. The function reads the
+    tensors when called, so training refills the same tensors for every batch and hands
+    flex one unchanging function (nothing to recompile)."""
 
     def mask_mod(b, h, q, k):
         recent = rank[b, k] > rank[b, q] - window[b]

@@ -2,8 +2,9 @@
 those of transformers' LlamaForCausalLM, so export.py saves the state dict as it is.
 
 The attention takes the gist visibility explicitly: a dense boolean mask [B, T, T] (True =
-visible) or a flex_attention BlockMask. Positions are the stream indices 0..T-1 (the contract
-gives every token, gist or raw, the next position).
+visible) or a flex_attention BlockMask (imported only then: torch 1.13 has no flex).
+Positions are the stream indices 0..T-1 (the contract gives every token, gist or raw, the next
+position).
 """
 from dataclasses import asdict, dataclass
 
@@ -11,24 +12,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-try:  # torch >= 2.5; without it only the dense mask works
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention
-except ImportError:  # pragma: no cover
-    BlockMask, flex_attention = None, None
 
 
 @dataclass
 class ModelConfig:
     vocab_size: int = 8192
-    hidden_size: int = 512
-    intermediate_size: int = 1408
-    num_hidden_layers: int = 8
-    num_attention_heads: int = 8
-    num_key_value_heads: int = 4
+    hidden_size: int = 256
+    intermediate_size: int = 704
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
     head_dim: int = 64
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
-    max_position_embeddings: int = 8192
+    max_position_embeddings: int = 2048  # the stream length trained on: RoPE goes no further
     initializer_range: float = 0.02
 
     def to_dict(self):
@@ -100,7 +97,8 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos.to(q.dtype), sin.to(q.dtype)), apply_rope(k, cos.to(k.dtype),
                                                                            sin.to(k.dtype))
-        if BlockMask is not None and isinstance(mask, BlockMask):
+        if type(mask).__name__ == "BlockMask":  # --attn flex; torch >= 2.5 only
+            from torch.nn.attention.flex_attention import flex_attention
             out = flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
         else:
             out = dense_attention(q, k, v, mask)

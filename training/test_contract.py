@@ -66,6 +66,38 @@ def test_visibility_matches_literal():
                     (ratio, window, sink, q, k)
 
 
+def test_flex_mask_mod_restates_visibility():
+    """The mask_mod that training hands flex_attention, called as flex calls it (per b, q, k)
+    outside flex (torch 1.13 has none), against the dense mask."""
+    _, g2, _ = gist_mask.insert_gists(torch.zeros(24), 2, GIST)
+    _, g8, _ = gist_mask.insert_gists(torch.zeros(32), 8, GIST)
+    is_gist = torch.stack([torch.cat([g2, torch.zeros(36 - g2.shape[0], dtype=torch.bool)]), g8])
+    window = torch.tensor([6, 37])
+    dense = gist_mask.visibility(is_gist, window, 4)
+    mod = gist_mask.flex_mask_mod(gist_mask.raw_rank(is_gist), is_gist, window, 4)
+    t = is_gist.shape[1]
+    for b in range(2):
+        got = torch.tensor([[bool(mod(torch.tensor(b), torch.tensor(0), torch.tensor(q),
+                                      torch.tensor(k))) for k in range(t)] for q in range(t)])
+        assert torch.equal(got, dense[b]), b
+
+
+def test_dialogue_values_are_marked():
+    """The tokens marked as answer values spell the values (byte stand-in tokenizer)."""
+    import dialogues
+    import tokenizer as tokenizer_lib
+    docs = [{"text": ("Some distractor text here. " * 60 + "\n\n") * 4}]
+    lists = {"female": ["Ada", "Grace"], "male": ["Alan"], "states": ["Ohio", "Maine"]}
+    gen = dialogues.Generator(docs, lists, random.Random(3), max_chars=(800, 1200))
+    rendered = [dialogues.render(gen.dialogue()) for _ in range(20)]
+    tok = tokenizer_lib.ByteTokenizer()
+    for (text, spans), d in zip(rendered, batches.tokenize_dialogues(tok, rendered)):
+        assert len(spans) >= 2 and d.ids[0] == tokenizer_lib.SPECIALS.index(tokenizer_lib.BOS)
+        for index, (a, b) in enumerate(spans, start=1):
+            got = bytes(int(i) - len(tokenizer_lib.SPECIALS) for i in d.ids[d.values == index])
+            assert got.decode() == text[a:b], (got, text[a:b])
+
+
 def test_batched_windows_differ_per_row():
     _, g2, _ = gist_mask.insert_gists(torch.zeros(40), 2, GIST)
     _, g0, _ = gist_mask.insert_gists(torch.zeros(60), 0, GIST)

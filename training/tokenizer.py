@@ -12,6 +12,7 @@ import argparse
 import gzip
 import json
 import random
+import re
 from pathlib import Path
 
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
@@ -39,8 +40,44 @@ def train(texts, vocab_size: int = VOCAB_SIZE):
 
 
 def load(path):
+    """A tokenizers.Tokenizer from tokenizer.json; "bytes" gives ByteTokenizer (smoke tests)."""
+    if str(path) == "bytes":
+        return ByteTokenizer()
     from tokenizers import Tokenizer
     return Tokenizer.from_file(str(path))
+
+
+class ByteTokenizer:
+    """A stand-in with the few methods of tokenizers.Tokenizer that training uses: specials
+    first, then one token per UTF-8 byte. For smoke tests where `tokenizers` is missing."""
+
+    class Encoding:
+        def __init__(self, ids, offsets):
+            self.ids, self.offsets = ids, offsets
+
+    def token_to_id(self, token):
+        return SPECIALS.index(token) if token in SPECIALS else None
+
+    def get_vocab_size(self):
+        return len(SPECIALS) + 256
+
+    def encode(self, text, add_special_tokens=False):
+        ids, offsets, at = [], [], 0
+        pieces = re.split("(" + "|".join(re.escape(t) for t in SPECIALS) + ")", text)
+        for piece in pieces:
+            if piece in SPECIALS:
+                ids.append(SPECIALS.index(piece))
+                offsets.append((at, at + len(piece)))
+            else:
+                for i, ch in enumerate(piece):
+                    for byte in ch.encode("utf-8"):
+                        ids.append(len(SPECIALS) + byte)
+                        offsets.append((at + i, at + i + 1))
+            at += len(piece)
+        return ByteTokenizer.Encoding(ids, offsets)
+
+    def encode_batch(self, texts, add_special_tokens=False):
+        return [self.encode(t) for t in texts]
 
 
 def special_ids(tok) -> dict:
