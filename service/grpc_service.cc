@@ -39,8 +39,64 @@ class AppendObserver final : public TurnObserver {
 }  // namespace
 
 GistmemService::GistmemService(const ServiceRuntime& runtime, SessionManager& sessions,
-                               TurnExecutor& turns)
-    : runtime_(runtime), sessions_(sessions), turns_(turns) {}
+                               TurnExecutor& turns, DocumentService& documents)
+    : runtime_(runtime), sessions_(sessions), turns_(turns), documents_(documents) {}
+
+namespace {
+
+// Finishes a unary call with `result` (a message or the status that says why not).
+template <typename Message>
+void FinishUnary(grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* response,
+                 const absl::StatusOr<Message>& result) {
+  if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status()));
+  *response = SerializeMessage(*result);
+  reactor->Finish(grpc::Status::OK);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* GistmemService::PutDocument(Context* context, const ByteBuffer* request,
+                                                      ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<v1::PutDocumentRequest> parsed = ParseRequest<v1::PutDocumentRequest>(*request);
+  if (!parsed.ok()) {
+    reactor->Finish(ToGrpcStatus(parsed.status()));
+    return reactor;
+  }
+  runtime_.workers.Post([this, context, reactor, response, put = *std::move(parsed)] {
+    documents_.Put(
+        put, [context] { return context->IsCancelled(); },
+        [reactor, response](absl::StatusOr<v1::Document> result) {
+          FinishUnary(reactor, response, result);
+        });
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GistmemService::GetDocument(Context* context, const ByteBuffer* request,
+                                                      ByteBuffer* response) {
+  return RunUnary<v1::GetDocumentRequest>(
+      context, request, response,
+      [this](const v1::GetDocumentRequest& get) -> absl::StatusOr<v1::Document> {
+        return documents_.Get(get.document_id());
+      });
+}
+
+grpc::ServerUnaryReactor* GistmemService::AttachDocument(Context* context,
+                                                         const ByteBuffer* request,
+                                                         ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<v1::AttachDocumentRequest> parsed =
+      ParseRequest<v1::AttachDocumentRequest>(*request);
+  if (!parsed.ok()) {
+    reactor->Finish(ToGrpcStatus(parsed.status()));
+    return reactor;
+  }
+  documents_.Attach(*parsed, [reactor, response](absl::StatusOr<v1::AttachDocumentResponse> r) {
+    FinishUnary(reactor, response, r);
+  });
+  return reactor;
+}
 
 template <typename Request, typename Handler>
 grpc::ServerUnaryReactor* GistmemService::RunUnary(Context* context, const ByteBuffer* request,

@@ -10,6 +10,7 @@
 
 #include "gistmem/v1/gistmem.grpc.pb.h"
 #include "service/chat_reactor.h"
+#include "service/document_service.h"
 #include "service/runtime.h"
 #include "service/session_manager.h"
 #include "service/turn_executor.h"
@@ -22,12 +23,15 @@ using RawGistmemService = G::WithRawCallbackMethod_CreateSession<
     G::WithRawCallbackMethod_GetSession<G::WithRawCallbackMethod_ListSessions<
         G::WithRawCallbackMethod_DeleteSession<G::WithRawCallbackMethod_ForkSession<
             G::WithRawCallbackMethod_GetSessionStats<G::WithRawCallbackMethod_Append<
-                G::WithRawCallbackMethod_Generate<G::WithRawCallbackMethod_Chat<G::Service>>>>>>>>>;
+                G::WithRawCallbackMethod_Generate<G::WithRawCallbackMethod_Chat<
+                    G::WithRawCallbackMethod_PutDocument<G::WithRawCallbackMethod_GetDocument<
+                        G::WithRawCallbackMethod_AttachDocument<G::Service>>>>>>>>>>>>;
 }  // namespace internal
 
 class GistmemService final : public internal::RawGistmemService {
  public:
-  GistmemService(const ServiceRuntime& runtime, SessionManager& sessions, TurnExecutor& turns);
+  GistmemService(const ServiceRuntime& runtime, SessionManager& sessions, TurnExecutor& turns,
+                 DocumentService& documents);
 
   // Open Chat streams take no new turns and end (UNAVAILABLE) after their running turn; new
   // ones are refused. Called before grpc::Server::Shutdown, which then waits for the rest.
@@ -52,6 +56,12 @@ class GistmemService final : public internal::RawGistmemService {
   grpc::ServerWriteReactor<ByteBuffer>* Generate(Context* context,
                                                  const ByteBuffer* request) override;
   grpc::ServerBidiReactor<ByteBuffer, ByteBuffer>* Chat(Context* context) override;
+  grpc::ServerUnaryReactor* PutDocument(Context* context, const ByteBuffer* request,
+                                        ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetDocument(Context* context, const ByteBuffer* request,
+                                        ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* AttachDocument(Context* context, const ByteBuffer* request,
+                                           ByteBuffer* response) override;
 
  private:
   // Parses the request, runs `handler` (returning absl::StatusOr of the response message) on
@@ -63,6 +73,7 @@ class GistmemService final : public internal::RawGistmemService {
   const ServiceRuntime& runtime_;
   SessionManager& sessions_;
   TurnExecutor& turns_;
+  DocumentService& documents_;
 
   std::mutex chats_mutex_;
   std::unordered_set<ChatReactor*> chats_;

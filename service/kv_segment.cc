@@ -140,4 +140,32 @@ absl::Status RestoreMemory(const model::ModelConfig& config,
   return memory.FinishRestore(state);
 }
 
+absl::StatusOr<std::shared_ptr<model::KvCache>> DecodeDocumentEntries(
+    const model::ModelConfig& config, const store::KvSegmentHeader& header,
+    std::string_view payload, const std::string& model_fingerprint) {
+  auto cache = std::make_shared<model::KvCache>(config);
+  if (header.model_fingerprint() != model_fingerprint) {
+    return absl::FailedPreconditionError(absl::StrCat("the document was made for model ",
+                                                      header.model_fingerprint(),
+                                                      "; this server runs ", model_fingerprint));
+  }
+  const int64_t count = header.entry_count();
+  const size_t row = RowBytes(*cache);
+  if (header.num_layers() != cache->num_layers() || header.num_kv_heads() != config.num_kv_heads ||
+      header.head_dim() != config.head_dim || header.dtype() != kDtype || count < 0 ||
+      header.positions_size() != count ||
+      payload.size() != 2 * static_cast<size_t>(count) * row * cache->num_layers()) {
+    return absl::DataLossError("document segment does not match the model or its bytes");
+  }
+  for (int64_t e = 0; e < count; ++e)
+    cache->AppendUnordered(header.positions(static_cast<int>(e)), {});
+  for (int64_t layer = 0; layer < cache->num_layers(); ++layer) {
+    const char* keys = payload.data() + (2 * layer) * count * row;
+    if (count == 0) continue;
+    std::memcpy(cache->MutableKeys(layer, 0), keys, count * row);
+    std::memcpy(cache->MutableValues(layer, 0), keys + count * row, count * row);
+  }
+  return cache;
+}
+
 }  // namespace gistmem::service

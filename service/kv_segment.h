@@ -12,11 +12,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "memory/session_memory.h"
 #include "model/config.h"
 #include "store/store.h"
@@ -40,5 +42,11 @@ absl::Status RestoreMemory(const model::ModelConfig& config,
                            std::span<const store::KvSegment> segments,
                            const std::string& model_fingerprint, const memory::MemoryState& state,
                            memory::SessionMemory& memory);
+
+// A stored document's entries as a read-only cache (rows and positions; every entry is seen
+// by whoever attaches it). DATA_LOSS when the header does not match the model or the bytes.
+absl::StatusOr<std::shared_ptr<model::KvCache>> DecodeDocumentEntries(
+    const model::ModelConfig& config, const store::KvSegmentHeader& header,
+    std::string_view payload, const std::string& model_fingerprint);
 
 }  // namespace gistmem::service

@@ -38,6 +38,14 @@ void AddMemoryToCommit(const model::ModelConfig& config, const memory::SessionMe
   stored.set_raw_entries(counts.raw);
   stored.set_gist_entries(counts.gist);
   stored.set_pooled_entries(counts.pooled);
+  stored.clear_documents();
+  for (const model::SharedSegment& segment : memory.cache().shared()) {
+    store::v1::AttachedDocumentRecord& document = *stored.add_documents();
+    document.set_document_id(segment.label);
+    document.set_position_offset(segment.position_offset);
+    document.set_stream_tokens(segment.stream_tokens);
+    document.set_entries(segment.entries->size());
+  }
   record.set_stream_tokens(state.stream_tokens + unread_tokens);
 }
 

@@ -7,6 +7,7 @@
 #include "model/backend/cpu/cpu_transformer.h"
 #include "model/tokenizer/tokenizer.h"
 #include "service/config.h"
+#include "service/document_registry.h"
 #include "service/policy_resolver.h"
 #include "service/scheduler.h"
 #include "service/turn_tokens.h"
@@ -30,6 +31,8 @@ struct ServiceRuntime {
   WorkerPool& workers;
   // Resolves sessions' memory policies against the server's defaults and the model.
   const PolicyResolver& policies;
+  // Shared documents, one copy in memory each.
+  DocumentRegistry& documents;
   // limits.max_session_tokens, or the model's context length when that is 0 or larger.
   int64_t max_session_tokens = 0;
 };

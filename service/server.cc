@@ -57,13 +57,15 @@ absl::Status Server::Init() {
       (max_session_tokens <= 0 || config_.limits.max_session_tokens < max_session_tokens)) {
     max_session_tokens = config_.limits.max_session_tokens;
   }
+  documents_ = std::make_unique<DocumentRegistry>(model_->config(), fingerprint_, *store_);
   runtime_ = std::make_unique<ServiceRuntime>(
       ServiceRuntime{config_, *model_, *tokenizer_, *turn_tokens_, fingerprint_, *store_,
-                     *scheduler_, *workers_, *policies_, max_session_tokens});
+                     *scheduler_, *workers_, *policies_, *documents_, max_session_tokens});
   sessions_ = std::make_unique<SessionManager>(*runtime_);
   if (absl::Status counted = sessions_->Init(); !counted.ok()) return counted;
   turns_ = std::make_unique<TurnExecutor>(*runtime_, *sessions_);
-  service_ = std::make_unique<GistmemService>(*runtime_, *sessions_, *turns_);
+  document_service_ = std::make_unique<DocumentService>(*runtime_, *sessions_);
+  service_ = std::make_unique<GistmemService>(*runtime_, *sessions_, *turns_, *document_service_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -45,6 +45,7 @@ class Server {
   const std::string& model_fingerprint() const { return fingerprint_; }
   const Scheduler& scheduler() const { return *scheduler_; }
   const SessionManager& sessions() const { return *sessions_; }
+  const DocumentRegistry& documents() const { return *documents_; }
 
   // Stops accepting calls, lets running turns finish for up to `grace` (open Chat streams
   // end after their running turn), cancels what is left, then stops the scheduler and the
@@ -67,6 +68,8 @@ class Server {
   std::unique_ptr<ServiceRuntime> runtime_;
   std::unique_ptr<SessionManager> sessions_;
   std::unique_ptr<TurnExecutor> turns_;
+  std::unique_ptr<DocumentRegistry> documents_;
+  std::unique_ptr<DocumentService> document_service_;
   std::unique_ptr<GistmemService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

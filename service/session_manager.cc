@@ -201,8 +201,12 @@ absl::StatusOr<v1::SessionStats> SessionManager::Stats(std::string_view session_
   const int64_t retained = memory.sink_entries() + memory.gist_entries() + memory.pooled_entries() +
                            memory.raw_entries();
   stats.set_retained_entries(retained);
-  stats.set_compression_ratio(retained > 0 ? static_cast<double>(record->stream_tokens()) / retained
-                                           : 1.0);
+  for (const store::v1::AttachedDocumentRecord& document : memory.documents())
+    stats.set_document_entries(stats.document_entries() + document.entries());
+  stats.set_documents(memory.documents_size());
+  const int64_t kept = retained + stats.document_entries();
+  stats.set_compression_ratio(kept > 0 ? static_cast<double>(record->stream_tokens()) / kept : 1.0);
+
   stats.set_bytes_disk(storage->kv_bytes + storage->transcript_bytes);
   // The CPU runtime keeps caches in host memory; the CUDA backend will report GPU bytes.
   stats.set_bytes_gpu(0);
@@ -315,6 +319,23 @@ absl::Status SessionManager::LoadFromStore(LiveSession& session) {
   const store::v1::MemoryStateRecord& stored = record->memory();
   session.reply_open = stored.unread_tokens() > 0;
   session.memory = std::make_unique<memory::SessionMemory>(runtime_.model.config(), *policy);
+  for (const store::v1::AttachedDocumentRecord& attached : stored.documents()) {
+    absl::StatusOr<LoadedDocument> document =
+        runtime_.documents.Load(kDefaultTenant, attached.document_id());
+    if (!document.ok()) {
+      return absl::Status(document.status().code(),
+                          absl::StrCat("session ", session.id, ": ", document.status().message()));
+    }
+    if (document->entries->size() != attached.entries() ||
+        document->record.stream_tokens() != attached.stream_tokens()) {
+      return absl::DataLossError(absl::StrCat("session ", session.id, ": document ",
+                                              attached.document_id(), " is not the one attached"));
+    }
+    session.memory->RestoreAttached({.entries = document->entries,
+                                     .position_offset = attached.position_offset(),
+                                     .stream_tokens = attached.stream_tokens(),
+                                     .label = attached.document_id()});
+  }
   if (absl::Status restored =
           RestoreMemory(runtime_.model.config(), *segments, runtime_.model_fingerprint,
                         StoredMemoryState(*record), *session.memory);

@@ -3,7 +3,7 @@
 //   sessions   : <tenant>/<session_id>                      -> SessionRecord
 //   transcript : <tenant>/<session_id>/<turn_index:be64>    -> TurnRecord
 //   kv         : <tenant>/<session_id>/<segment_seq:be64>   -> KvSegmentHeader + K/V bytes
-//   documents  : reserved
+//   documents  : <tenant>/<document_id>                     -> DocumentRecord + K/V bytes
 //   default    : "format"                                   -> StoreFormat
 //
 // The tenant is part of every key so that two tenants' sessions of the same id never share

@@ -11,24 +11,29 @@ namespace {
 constexpr size_t kHeaderLengthSize = 4;
 }  // namespace
 
-std::string EncodeKvSegmentValue(const gistmem::store::v1::KvSegmentHeader& header,
-                                 std::string_view payload) {
+namespace {
+
+std::string EncodeWithBytes(RecordType type, const google::protobuf::Message& header,
+                            std::string_view payload) {
   const std::string header_bytes = header.SerializeAsString();
   const auto header_length = static_cast<uint32_t>(header_bytes.size());
   char length_bytes[kHeaderLengthSize];
   for (size_t i = 0; i < kHeaderLengthSize; ++i) {
     length_bytes[i] = static_cast<char>(header_length >> (8 * i));
   }
-  return EncodeRecord(RecordType::kKvSegment,
+  return EncodeRecord(type,
                       {std::string_view(length_bytes, kHeaderLengthSize), header_bytes, payload});
 }
 
-absl::StatusOr<DecodedKvSegment> DecodeKvSegmentValue(std::string_view value) {
-  absl::StatusOr<std::string_view> body = DecodeRecord(value, RecordType::kKvSegment);
+// Parses the header into `header` and returns the bytes after it.
+absl::StatusOr<std::string_view> DecodeWithBytes(std::string_view value, RecordType type,
+                                                 google::protobuf::Message& header) {
+  absl::StatusOr<std::string_view> body = DecodeRecord(value, type);
   if (!body.ok()) return body.status();
+  const std::string what(RecordTypeName(type));
   if (body->size() < kHeaderLengthSize) {
     return absl::DataLossError(absl::StrFormat(
-        "truncated kv segment: %d bytes, too short for the header length", body->size()));
+        "truncated %s: %d bytes, too short for the header length", what, body->size()));
   }
   uint64_t header_length = 0;
   for (size_t i = 0; i < kHeaderLengthSize; ++i) {
@@ -37,14 +42,42 @@ absl::StatusOr<DecodedKvSegment> DecodeKvSegmentValue(std::string_view value) {
   const std::string_view rest = body->substr(kHeaderLengthSize);
   if (header_length > rest.size()) {
     return absl::DataLossError(
-        absl::StrFormat("truncated kv segment: header length %d exceeds the %d bytes left",
+        absl::StrFormat("truncated %s: header length %d exceeds the %d bytes left", what,
                         header_length, rest.size()));
   }
-  DecodedKvSegment decoded;
-  if (!decoded.header.ParseFromArray(rest.data(), static_cast<int>(header_length))) {
-    return absl::DataLossError("unparsable KvSegmentHeader");
+  if (!header.ParseFromArray(rest.data(), static_cast<int>(header_length))) {
+    return absl::DataLossError("unparsable " + header.GetDescriptor()->name());
   }
-  decoded.payload = rest.substr(header_length);
+  return rest.substr(header_length);
+}
+
+}  // namespace
+
+std::string EncodeKvSegmentValue(const gistmem::store::v1::KvSegmentHeader& header,
+                                 std::string_view payload) {
+  return EncodeWithBytes(RecordType::kKvSegment, header, payload);
+}
+
+absl::StatusOr<DecodedKvSegment> DecodeKvSegmentValue(std::string_view value) {
+  DecodedKvSegment decoded;
+  absl::StatusOr<std::string_view> payload =
+      DecodeWithBytes(value, RecordType::kKvSegment, decoded.header);
+  if (!payload.ok()) return payload.status();
+  decoded.payload = *payload;
+  return decoded;
+}
+
+std::string EncodeDocumentValue(const gistmem::store::v1::DocumentRecord& record,
+                                std::string_view payload) {
+  return EncodeWithBytes(RecordType::kDocument, record, payload);
+}
+
+absl::StatusOr<DecodedDocument> DecodeDocumentValue(std::string_view value) {
+  DecodedDocument decoded;
+  absl::StatusOr<std::string_view> payload =
+      DecodeWithBytes(value, RecordType::kDocument, decoded.record);
+  if (!payload.ok()) return payload.status();
+  decoded.payload = *payload;
   return decoded;
 }
 

@@ -45,6 +45,8 @@ std::string_view RecordTypeName(RecordType type) {
       return "turn";
     case RecordType::kKvSegment:
       return "kv segment";
+    case RecordType::kDocument:
+      return "document";
   }
   return "unknown";
 }

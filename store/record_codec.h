@@ -23,6 +23,7 @@ enum class RecordType : uint16_t {
   kSession = 2,
   kTurn = 3,
   kKvSegment = 4,
+  kDocument = 5,
 };
 
 inline constexpr std::string_view kRecordMagic = "GMR1";

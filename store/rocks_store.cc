@@ -119,7 +119,8 @@ RocksStore::RocksStore(std::unique_ptr<rocksdb::DB> db,
       handles_(std::move(handles)),
       sessions_(FindFamily(handles_, kSessionsFamily)),
       transcript_(FindFamily(handles_, kTranscriptFamily)),
-      kv_(FindFamily(handles_, kKvFamily)) {}
+      kv_(FindFamily(handles_, kKvFamily)),
+      documents_(FindFamily(handles_, kDocumentsFamily)) {}
 
 RocksStore::~RocksStore() {
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
@@ -430,6 +431,40 @@ absl::StatusOr<SessionStorageStats> RocksStore::Stats(std::string_view tenant,
                        });
   if (!scanned.ok()) return scanned;
   return stats;
+}
+
+absl::Status RocksStore::PutDocument(const DocumentRecord& record, std::string_view payload) {
+  if (absl::Status ids = ValidateSessionIds(record.tenant(), record.document_id()); !ids.ok()) {
+    return ids;
+  }
+  const std::string key = SessionKey(record.tenant(), record.document_id());
+  std::lock_guard lock(documents_mutex_);
+  absl::StatusOr<std::optional<std::string>> existing = ReadValue(documents_, key, nullptr);
+  if (!existing.ok()) return existing.status();
+  if (existing->has_value()) {
+    return absl::AlreadyExistsError(absl::StrCat("document ", key, " exists"));
+  }
+  rocksdb::WriteBatch batch;
+  const std::string value = EncodeDocumentValue(record, payload);
+  batch.Put(documents_, key, value);
+  return WriteSynced(batch, absl::StrCat("storing document ", key));
+}
+
+absl::StatusOr<StoredDocument> RocksStore::GetDocument(std::string_view tenant,
+                                                       std::string_view document_id) const {
+  if (absl::Status ids = ValidateSessionIds(tenant, document_id); !ids.ok()) return ids;
+  const std::string key = SessionKey(tenant, document_id);
+  absl::StatusOr<std::optional<std::string>> value = ReadValue(documents_, key, nullptr);
+  if (!value.ok()) return value.status();
+  if (!value->has_value()) {
+    return absl::NotFoundError(absl::StrCat("no document \"", AbslView(document_id), "\""));
+  }
+  absl::StatusOr<DecodedDocument> decoded = DecodeDocumentValue(**value);
+  if (!decoded.ok()) return AtKey(decoded.status(), kDocumentsFamily, key);
+  if (decoded->record.tenant() != tenant || decoded->record.document_id() != document_id) {
+    return AtKey(absl::DataLossError("the record names another document"), kDocumentsFamily, key);
+  }
+  return StoredDocument{std::move(decoded->record), std::string(decoded->payload)};
 }
 
 }  // namespace gistmem::store

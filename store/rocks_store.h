@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,9 @@ class RocksStore final : public Store {
                                                         std::string_view session_id) const override;
   absl::StatusOr<SessionStorageStats> Stats(std::string_view tenant,
                                             std::string_view session_id) const override;
+  absl::Status PutDocument(const DocumentRecord& record, std::string_view payload) override;
+  absl::StatusOr<StoredDocument> GetDocument(std::string_view tenant,
+                                             std::string_view document_id) const override;
 
  private:
   // Called for each key/value under a prefix; a non-OK status stops the scan and is returned.
@@ -77,6 +81,8 @@ class RocksStore final : public Store {
   rocksdb::ColumnFamilyHandle* sessions_ = nullptr;
   rocksdb::ColumnFamilyHandle* transcript_ = nullptr;
   rocksdb::ColumnFamilyHandle* kv_ = nullptr;
+  rocksdb::ColumnFamilyHandle* documents_ = nullptr;
+  std::mutex documents_mutex_;  // a put checks and writes under it
   SessionLocks locks_;
 };
 

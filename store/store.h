@@ -22,6 +22,13 @@ namespace gistmem::store {
 using SessionRecord = gistmem::store::v1::SessionRecord;
 using TurnRecord = gistmem::store::v1::TurnRecord;
 using KvSegmentHeader = gistmem::store::v1::KvSegmentHeader;
+using DocumentRecord = gistmem::store::v1::DocumentRecord;
+
+// A shared document as stored: its record and the K/V bytes its segment header describes.
+struct StoredDocument {
+  DocumentRecord record;
+  std::string payload;
+};
 
 struct KvSegment {
   uint64_t seq = 0;
@@ -95,6 +102,13 @@ class Store {
       std::string_view tenant, std::string_view session_id) const = 0;
   virtual absl::StatusOr<SessionStorageStats> Stats(std::string_view tenant,
                                                     std::string_view session_id) const = 0;
+
+  // Documents are content-addressed: putting one whose id exists already changes nothing
+  // and returns ALREADY_EXISTS (the caller may treat it as success). Synced.
+  virtual absl::Status PutDocument(const DocumentRecord& record, std::string_view payload) = 0;
+  // NOT_FOUND when absent; DATA_LOSS when damaged or filed under another key.
+  virtual absl::StatusOr<StoredDocument> GetDocument(std::string_view tenant,
+                                                     std::string_view document_id) const = 0;
 };
 
 }  // namespace gistmem::store
