@@ -231,23 +231,31 @@ model::EntryVisibility SessionMemory::VisibilityOf(const EntryInfo& info, int64_
   return {};
 }
 
+std::vector<int64_t> SessionMemory::FrozenEntries() const {
+  std::vector<int64_t> entries;
+  const int64_t clock = state_.raw_tokens;  // the clock of the document's last token
+  for (int64_t i = 0; i < cache_.size(); ++i) {
+    if (cache_.visibility()[i].VisibleAt(clock)) entries.push_back(i);
+  }
+  return entries;
+}
+
 std::shared_ptr<const model::KvCache> SessionMemory::Frozen() const {
   auto frozen = std::make_shared<model::KvCache>(cache_);
   frozen->Truncate(0);
   frozen->TruncateShared(0);
-  const int64_t clock = state_.raw_tokens;  // the clock of the document's last token
-  for (int64_t i = 0; i < cache_.size(); ++i) {
-    if (cache_.visibility()[i].VisibleAt(clock)) frozen->AppendCopy(cache_, i);
-  }
+  for (int64_t i : FrozenEntries())
+    frozen->AppendCopy(cache_, i);
   frozen->SetNextPosition(state_.stream_tokens);
   return frozen;
 }
 
 void SessionMemory::Attach(std::shared_ptr<const model::KvCache> document,
-                           int64_t document_stream_tokens) {
+                           int64_t document_stream_tokens, std::string label) {
   cache_.Attach({.entries = std::move(document),
                  .position_offset = state_.stream_tokens,
-                 .stream_tokens = document_stream_tokens});
+                 .stream_tokens = document_stream_tokens,
+                 .label = std::move(label)});
   state_.stream_tokens += document_stream_tokens;
 }
 

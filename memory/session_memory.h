@@ -91,8 +91,10 @@ class SessionMemory {
   // then keeps what its last token could see, read-only, to attach to any number of sessions.
   // Attach places it at the stream's end: later queries see all of it (gist-method.md 5).
   // The raw clock and the gist grid go on from the session's own raw tokens.
+  std::vector<int64_t> FrozenEntries() const;  // indices into cache(), increasing
   std::shared_ptr<const model::KvCache> Frozen() const;
-  void Attach(std::shared_ptr<const model::KvCache> document, int64_t document_stream_tokens);
+  void Attach(std::shared_ptr<const model::KvCache> document, int64_t document_stream_tokens,
+              std::string label = "");
   int64_t AttachedEntries() const;
 
   // Restore from storage: append every stored entry in serial order, fill its rows through

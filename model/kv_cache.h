@@ -11,6 +11,7 @@
 #include <limits>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "model/config.h"
@@ -40,6 +41,7 @@ struct SharedSegment {
   std::shared_ptr<const KvCache> entries;
   int64_t position_offset = 0;
   int64_t stream_tokens = 0;  // positions the segment takes in the attaching stream
+  std::string label;          // who it is (a document id), for the attaching side's records
 };
 
 class KvCache {
