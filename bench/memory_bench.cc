@@ -1,0 +1,225 @@
+// gistmem-bench: what each memory policy keeps, stores and costs, for conversations of 1K to
+// 32K raw tokens (issue 4's benchmark). For each policy and length it
+//   1. reads the conversation into a SessionMemory in turns of --turn tokens, as the service
+//      does, and adds up the bytes every turn's commit writes (service/memory_commit.h): what
+//      the store keeps at the end, and what the cache holds;
+//   2. times --timed_turns real forward turns (CpuTransformer, fp32) at that length: the rows
+//      of step 1 are zeros (step 1 runs no model), which costs the same arithmetic.
+// Then documents: compressing one with the model vs attaching it, and the memory of 10
+// sessions sharing one copy vs each holding its own.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
+#include "memory/session_memory.h"
+#include "model/backend/cpu/cpu_transformer.h"
+#include "service/memory_commit.h"
+
+ABSL_FLAG(std::string, model, "models/gistmem-tiny", "checkpoint directory");
+ABSL_FLAG(std::string, lengths, "1024,2048,4096,8192,16384,32768", "raw tokens per conversation");
+ABSL_FLAG(int64_t, turn, 256, "raw tokens per turn");
+ABSL_FLAG(int64_t, timed_turns, 2, "forward turns timed at each length");
+ABSL_FLAG(int64_t, ratio, 8, "r of pool and gist");
+ABSL_FLAG(int64_t, window, 512, "W of window, pool and gist");
+ABSL_FLAG(int64_t, sinks, 4, "S of window, pool and gist");
+ABSL_FLAG(int, threads, 0, "attention threads (0 = every core)");
+
+namespace gistmem::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+// Appends the plan's rows to the cache without the model (zero rows), as Forward would.
+void ReadWithoutModel(memory::SessionMemory& memory, const memory::RowPlan& plan, int64_t chunk) {
+  for (int64_t begin = 0; begin < plan.size(); begin += chunk) {
+    const int64_t end = std::min(plan.size(), begin + chunk);
+    memory.cache().Extend(std::span(plan.positions).subspan(begin, end - begin),
+                          std::span(plan.visibility).subspan(begin, end - begin));
+    memory.Applied(plan, begin, end);
+  }
+}
+
+void ReadWithModel(model::CpuTransformer& engine, memory::SessionMemory& memory,
+                   const memory::RowPlan& plan, int64_t chunk) {
+  for (int64_t begin = 0; begin < plan.size(); begin += chunk) {
+    const int64_t end = std::min(plan.size(), begin + chunk);
+    model::SequenceChunk c;
+    auto part = [&](const auto& v) { return std::span(v).subspan(begin, end - begin); };
+    c.tokens = part(plan.tokens);
+    c.positions = part(plan.positions);
+    c.clocks = part(plan.clocks);
+    c.visibility = part(plan.visibility);
+    c.cache = &memory.cache();
+    c.mode = model::LogitsMode::kLast;
+    engine.ForwardBatch(std::span(&c, 1));
+    memory.Applied(plan, begin, end);
+  }
+}
+
+struct Row {
+  std::string policy;
+  int64_t raw = 0, stream = 0, retained = 0, cache_bytes = 0, stored_bytes = 0;
+  double turn_ms = 0, decode_ms = 0;
+};
+
+Row Measure(model::CpuTransformer& engine, const memory::Policy& policy, int64_t raw_tokens,
+            std::mt19937& random) {
+  const model::ModelConfig& config = engine.config();
+  memory::SessionMemory memory(config, policy);
+  std::uniform_int_distribution<int32_t> token(10, static_cast<int32_t>(config.vocab_size) - 1);
+  const int64_t turn = absl::GetFlag(FLAGS_turn);
+  const int64_t chunk = std::min<int64_t>(turn, memory::MaxChunkTokens(policy));
+  int64_t stored = 0, window_bytes = 0;
+  store::TurnCommit commit;
+  for (int64_t read = 0; read < raw_tokens; read += turn) {
+    std::vector<int32_t> tokens(std::min(turn, raw_tokens - read));
+    for (int32_t& t : tokens)
+      t = token(random);
+    memory.BeginTurn();
+    ReadWithoutModel(memory, memory.Plan(tokens), chunk);
+    commit.new_kv_segments.clear();
+    commit.deleted_kv_segments.clear();
+    service::AddMemoryToCommit(config, memory, "bench", 0, commit);
+    memory.EndTurn();
+    for (const store::KvSegment& segment : commit.new_kv_segments) {
+      if (segment.header.kind() == "window") {
+        window_bytes = static_cast<int64_t>(segment.payload.size());
+      } else {
+        stored += static_cast<int64_t>(segment.payload.size());
+      }
+    }
+  }
+  Row row;
+  row.policy = memory::Describe(policy);
+  row.raw = raw_tokens;
+  row.stream = memory.state().stream_tokens;
+  row.retained = memory.cache().size();
+  row.cache_bytes = memory.Bytes();
+  row.stored_bytes = stored + window_bytes;
+
+  // Real forward turns at this length, then one decode step.
+  const int64_t timed = absl::GetFlag(FLAGS_timed_turns);
+  double total = 0;
+  for (int64_t t = 0; t < timed; ++t) {
+    std::vector<int32_t> tokens(turn);
+    for (int32_t& x : tokens)
+      x = token(random);
+    const auto start = Clock::now();
+    ReadWithModel(engine, memory, memory.Plan(tokens), chunk);
+    total += Seconds(Clock::now() - start);
+  }
+  row.turn_ms = timed > 0 ? 1000 * total / static_cast<double>(timed) : 0;
+  const int32_t one[] = {token(random)};
+  const auto start = Clock::now();
+  ReadWithModel(engine, memory, memory.Plan(one), 1);
+  row.decode_ms = 1000 * Seconds(Clock::now() - start);
+  return row;
+}
+
+void Documents(model::CpuTransformer& engine, const memory::Policy& policy) {
+  std::mt19937 random(7);
+  std::uniform_int_distribution<int32_t> token(
+      10, static_cast<int32_t>(engine.config().vocab_size) - 1);
+  std::vector<int32_t> text(1024);
+  for (int32_t& t : text)
+    t = token(random);
+  memory::SessionMemory document(engine.config(), policy);
+  auto start = Clock::now();
+  ReadWithModel(engine, document, document.Plan(text), 256);
+  const std::shared_ptr<const model::KvCache> frozen = document.Frozen();
+  const double compress_ms = 1000 * Seconds(Clock::now() - start);
+
+  std::vector<memory::SessionMemory> sessions;
+  for (int i = 0; i < 10; ++i) {
+    sessions.emplace_back(engine.config(), policy);
+    const std::vector<int32_t> prompt(64, 11 + i);
+    ReadWithModel(engine, sessions.back(), sessions.back().Plan(prompt), 64);
+  }
+  start = Clock::now();
+  for (memory::SessionMemory& s : sessions)
+    s.Attach(frozen, document.state().stream_tokens, "doc");
+  const double attach_ms = 1000 * Seconds(Clock::now() - start) / 10;
+  const int64_t doc_bytes = 2 * frozen->num_layers() * frozen->size() * frozen->kv_dim() * 4;
+  int64_t own = 0;
+  for (const memory::SessionMemory& s : sessions)
+    own += s.Bytes();
+  std::printf("\n## Documents (%s, 1024 tokens)\n\n", memory::Describe(policy).c_str());
+  std::printf("| what | value |\n| --- | --- |\n");
+  std::printf("| compress once (forward + freeze) | %.1f ms |\n", compress_ms);
+  std::printf("| attach, per session | %.4f ms |\n", attach_ms);
+  std::printf("| document entries kept / stream tokens | %ld / %ld |\n", frozen->size(),
+              document.state().stream_tokens);
+  std::printf(
+      "| 10 sessions sharing one copy | %ld bytes (own caches %ld + document %ld, "
+      "%ld holders) |\n",
+      own + doc_bytes, own, doc_bytes, frozen.use_count() - 1);
+  std::printf("| 10 sessions with a copy each | %ld bytes |\n", own + 10 * doc_bytes);
+}
+
+int Main() {
+  auto engine =
+      model::CpuTransformer::Load(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_threads));
+  const int64_t r = absl::GetFlag(FLAGS_ratio), w = absl::GetFlag(FLAGS_window);
+  const int64_t s = absl::GetFlag(FLAGS_sinks);
+  const std::vector<memory::Policy> policies = {
+      {},
+      {.kind = memory::PolicyKind::kWindow,
+       .ratio = 0,
+       .window = w,
+       .sink_tokens = s,
+       .gist_token_id = -1},
+      {.kind = memory::PolicyKind::kPool,
+       .ratio = r,
+       .window = w,
+       .sink_tokens = s,
+       .gist_token_id = -1},
+      {.kind = memory::PolicyKind::kGist,
+       .ratio = r,
+       .window = w,
+       .sink_tokens = s,
+       .gist_token_id = 5},
+  };
+  std::printf("model %s: %ld layers, %ld kv heads x %ld dims; turns of %ld tokens\n\n",
+              absl::GetFlag(FLAGS_model).c_str(), engine->config().num_layers,
+              engine->config().num_kv_heads, engine->config().head_dim, absl::GetFlag(FLAGS_turn));
+  std::printf(
+      "| policy | raw tokens | stream | retained entries | cache bytes | stored bytes | "
+      "stored vs full | ms per %ld-token turn | ms per decode step |\n",
+      absl::GetFlag(FLAGS_turn));
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::mt19937 random(1);
+  const std::vector<std::string> lengths = absl::StrSplit(absl::GetFlag(FLAGS_lengths), ',');
+  for (const std::string& length : lengths) {
+    const int64_t n = std::stoll(length);
+    int64_t full_stored = 0;
+    for (const memory::Policy& policy : policies) {
+      const Row row = Measure(*engine, policy, n, random);
+      if (policy.kind == memory::PolicyKind::kFull) full_stored = row.stored_bytes;
+      std::printf("| %s | %ld | %ld | %ld | %ld | %ld | 1/%.2f | %.1f | %.2f |\n",
+                  row.policy.c_str(), row.raw, row.stream, row.retained, row.cache_bytes,
+                  row.stored_bytes, static_cast<double>(full_stored) / row.stored_bytes,
+                  row.turn_ms, row.decode_ms);
+      std::fflush(stdout);
+    }
+  }
+  Documents(*engine, policies[3]);
+  return 0;
+}
+
+}  // namespace
+}  // namespace gistmem::bench
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return gistmem::bench::Main();
+}
