@@ -1,0 +1,87 @@
+// The shipped gist model served with its own gist policy: the stream layout the engine makes
+// (a gist after every 8th raw token) is the one training used, and incremental serving with
+// real eviction gives the logits the training model gave under the gist mask (fixture
+// written by training/export.py on the GPU machine, where transformers agreed to 1.6e-5).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "memory/session_memory.h"
+#include "model/backend/cpu/cpu_transformer.h"
+#include "model/gist_config.h"
+#include "model/weights.h"
+
+namespace gistmem::memory {
+namespace {
+
+const std::filesystem::path kRoot(GISTMEM_SOURCE_DIR);
+
+TEST(ShippedGistModel, ServingWithEvictionMatchesTheTrainingMask) {
+  const auto engine = model::CpuTransformer::Load(kRoot / "models/gistmem-tiny", 2);
+  const auto gist =
+      model::GistConfig::FromModelDir(kRoot / "models/gistmem-tiny", engine->config().vocab_size);
+  ASSERT_TRUE(gist.has_value());
+  std::ifstream in(kRoot / "tests/fixtures/gistmem-tiny/gist_reference_case.json");
+  const nlohmann::json c = nlohmann::json::parse(in);
+  const nlohmann::json& mode = c.at("mode");
+  const Policy policy{.kind = PolicyKind::kGist,
+                      .ratio = mode.at("ratio"),
+                      .window = mode.at("window"),
+                      .sink_tokens = mode.at("sink"),
+                      .gist_token_id = gist->gist_token_id};
+  ASSERT_TRUE(Validate(policy).ok());
+
+  std::vector<int32_t> raw;
+  const auto& stream = c.at("stream");
+  const auto& is_gist = c.at("is_gist");
+  for (size_t i = 0; i < stream.size(); ++i) {
+    if (is_gist[i].get<int>() == 0) raw.push_back(stream[i].get<int32_t>());
+  }
+  SessionMemory memory(engine->config(), policy);
+  const RowPlan plan = memory.Plan(raw);
+  ASSERT_EQ(plan.size(), static_cast<int64_t>(stream.size()));
+  for (size_t i = 0; i < stream.size(); ++i) {
+    ASSERT_EQ(plan.tokens[i], stream[i].get<int32_t>()) << "stream row " << i;
+  }
+
+  const int64_t vocab = engine->config().vocab_size;
+  std::vector<float> got(plan.size() * vocab);
+  for (int64_t begin = 0; begin < plan.size(); begin += 24) {
+    const int64_t end = std::min(plan.size(), begin + 24);
+    model::SequenceChunk chunk;
+    auto part = [&](const auto& v) { return std::span(v).subspan(begin, end - begin); };
+    chunk.tokens = part(plan.tokens);
+    chunk.positions = part(plan.positions);
+    chunk.clocks = part(plan.clocks);
+    chunk.visibility = part(plan.visibility);
+    chunk.cache = &memory.cache();
+    chunk.mode = model::LogitsMode::kAll;
+    const std::vector<float> logits = engine->ForwardBatch(std::span(&chunk, 1))[0];
+    std::copy(logits.begin(), logits.end(), got.begin() + begin * vocab);
+    memory.Applied(plan, begin, end);
+  }
+  EXPECT_LT(memory.cache().size(), plan.size());  // entries really left
+
+  const auto expected = model::SafetensorsFile::Open(
+      kRoot / "tests/fixtures/gistmem-tiny/gist_reference_logits.safetensors");
+  const std::vector<float> want = expected->tensors().at("logits").ToFloat32();
+  double worst = 0;
+  const auto& positions = c.at("positions");
+  for (size_t k = 0; k < positions.size(); ++k) {
+    const int64_t row = positions[k];
+    double diff = 0, scale = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      diff = std::max(diff, std::fabs(double(got[row * vocab + v]) - want[k * vocab + v]));
+      scale = std::max(scale, std::fabs(double(want[k * vocab + v])));
+    }
+    worst = std::max(worst, diff / scale);
+  }
+  std::printf("max row-relative error %.3g over %zu rows\n", worst, positions.size());
+  EXPECT_LE(worst, 1e-4);
+}
+
+}  // namespace
+}  // namespace gistmem::memory
