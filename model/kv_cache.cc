@@ -18,6 +18,9 @@ void CompactRows(std::vector<float>& rows, std::span<const int64_t> entry_indice
     ++kept;
   }
   rows.resize(kept * row_size);
+  // Freed entries go back to the allocator once they are most of the buffer, so a session's
+  // memory follows what its policy keeps rather than its peak.
+  if (rows.capacity() > 2 * rows.size() + 4096) rows.shrink_to_fit();
 }
 
 }  // namespace
@@ -146,6 +149,15 @@ void KvCache::SetNextPosition(int64_t position) {
     }
   }
   next_position_ = position;
+}
+
+int64_t KvCache::allocated_bytes() const {
+  int64_t bytes = 0;
+  for (const auto* rows : {&keys_, &values_}) {
+    for (const std::vector<float>& layer : *rows)
+      bytes += static_cast<int64_t>(layer.capacity() * sizeof(float));
+  }
+  return bytes;
 }
 
 void KvCache::Truncate(int64_t n) {

@@ -53,6 +53,8 @@ class KvCache {
   int64_t kv_dim() const { return kv_dim_; }
   const std::vector<int64_t>& positions() const { return positions_; }
   const std::vector<EntryVisibility>& visibility() const { return visibility_; }
+  // Bytes the cache's own rows occupy in memory (allocated, not only used).
+  int64_t allocated_bytes() const;
   // The position the next token of the stream may take: past every entry ever appended.
   int64_t next_position() const { return next_position_; }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <numeric>
 #include <span>
 #include <stdexcept>
 #include <vector>
@@ -207,6 +208,34 @@ TEST(KvCacheTest, RowAccessorsFollowRetain) {
     for (int64_t d = 0; d < cache.kv_dim(); ++d) {
       EXPECT_EQ(key[d], Mark(l, false, 3, d));
       EXPECT_EQ(value[d], Mark(l, true, 3, d));
+    }
+  }
+}
+
+TEST(KvCacheTest, RetainGivesFreedMemoryBack) {
+  KvCache cache(SmallConfig());
+  std::vector<int64_t> positions(20000);
+  std::iota(positions.begin(), positions.end(), 0);
+  cache.Extend(positions);
+  const int64_t peak = cache.allocated_bytes();
+  cache.Retain(Positions{5, 19999});
+  EXPECT_EQ(cache.size(), 2);
+  EXPECT_LT(cache.allocated_bytes(), peak / 100);
+  EXPECT_EQ(cache.next_position(), 20000);  // positions are never reused
+}
+
+TEST(KvCacheTest, AppendMeanAveragesEveryLayersRows) {
+  KvCache cache(SmallConfig());
+  Append(cache, {0, 1, 2});
+  const int64_t pooled = cache.AppendMean(Positions{0, 2}, 2, {.from_clock = 9});
+  EXPECT_EQ(cache.positions()[pooled], 2);
+  EXPECT_EQ(cache.visibility()[pooled].from_clock, 9);
+  for (int64_t l = 0; l < cache.num_layers(); ++l) {
+    for (int64_t d = 0; d < cache.kv_dim(); ++d) {
+      EXPECT_FLOAT_EQ(cache.KeyRow(l, pooled)[d],
+                      (Mark(l, false, 0, d) + Mark(l, false, 2, d)) / 2);
+      EXPECT_FLOAT_EQ(cache.ValueRow(l, pooled)[d],
+                      (Mark(l, true, 0, d) + Mark(l, true, 2, d)) / 2);
     }
   }
 }
