@@ -39,15 +39,6 @@ grpc::Status Attach(v1::Gistmem::Stub& stub, const std::string& session_id,
   return stub.AttachDocument(&context, request, out ? out : &response);
 }
 
-v1::SessionStats Stats(v1::Gistmem::Stub& stub, const std::string& id) {
-  grpc::ClientContext context;
-  v1::GetSessionStatsRequest request;
-  request.set_session_id(id);
-  v1::SessionStats stats;
-  EXPECT_TRUE(stub.GetSessionStats(&context, request, &stats).ok());
-  return stats;
-}
-
 class DocumentsTest : public ::testing::Test {
  protected:
   TempDir dir_;
@@ -103,7 +94,7 @@ TEST_F(DocumentsTest, TenSessionsShareOneCopyAndAttachComputesNothing) {
   EXPECT_EQ(server_.server().documents().documents_in_memory(), 1);
   EXPECT_EQ(server_.server().documents().bytes_in_memory(), document.bytes());
   for (const std::string& id : sessions) {
-    const v1::SessionStats stats = Stats(server_.stub(), id);
+    const v1::SessionStats stats = GetStats(server_.stub(), id);
     EXPECT_EQ(stats.documents(), 1);
     EXPECT_EQ(stats.document_entries(), document.retained_entries());
     // The session's own cache holds its own entries only: the document is shared.

@@ -40,15 +40,6 @@ grpc::Status Create(v1::Gistmem::Stub& stub, const v1::MemoryPolicy& policy, v1:
   return stub.CreateSession(&context, request, &out);
 }
 
-v1::SessionStats Stats(v1::Gistmem::Stub& stub, const std::string& id) {
-  grpc::ClientContext context;
-  v1::GetSessionStatsRequest request;
-  request.set_session_id(id);
-  v1::SessionStats stats;
-  EXPECT_TRUE(stub.GetSessionStats(&context, request, &stats).ok());
-  return stats;
-}
-
 const std::vector<std::string> kTurns = {
     "My name is Ada and my locker code is 4417. Please remember both.",
     "Here is a long distraction about the weather, trains, and the price of tea in town.",
@@ -86,8 +77,8 @@ TEST_F(MemoryTest, EveryPolicyShrinksTheCacheAndResumesExactly) {
       EXPECT_EQ(got.token_ids, want.token_ids);
       EXPECT_EQ(got.end.usage().stream_tokens(), want.end.usage().stream_tokens());
     }
-    const v1::SessionStats a = Stats(server.stub(), straight.session_id());
-    const v1::SessionStats b = Stats(server.stub(), resumed.session_id());
+    const v1::SessionStats a = GetStats(server.stub(), straight.session_id());
+    const v1::SessionStats b = GetStats(server.stub(), resumed.session_id());
     EXPECT_EQ(a.retained_entries(), b.retained_entries());
     EXPECT_EQ(a.retained_entries(),
               a.sink_entries() + a.gist_entries() + a.pooled_entries() + a.window_entries());

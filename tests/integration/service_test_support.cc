@@ -135,6 +135,16 @@ grpc::Status Append(v1::Gistmem::Stub& stub, const std::string& session_id,
   return stub.Append(&context, request, response ? response : &ignored);
 }
 
+v1::SessionStats GetStats(v1::Gistmem::Stub& stub, const std::string& session_id) {
+  grpc::ClientContext context;
+  v1::GetSessionStatsRequest request;
+  request.set_session_id(session_id);
+  v1::SessionStats stats;
+  const grpc::Status status = stub.GetSessionStats(&context, request, &stats);
+  EXPECT_TRUE(status.ok()) << session_id << ": " << status.error_message();
+  return stats;
+}
+
 v1::Session GetSession(v1::Gistmem::Stub& stub, const std::string& session_id) {
   grpc::ClientContext context;
   v1::GetSessionRequest request;

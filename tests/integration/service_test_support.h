@@ -138,6 +138,8 @@ grpc::Status Append(v1::Gistmem::Stub& stub, const std::string& session_id,
 
 // The session as GetSession returns it; a failed call fails the test.
 v1::Session GetSession(v1::Gistmem::Stub& stub, const std::string& session_id);
+// The session's GetSessionStats; a failed call fails the test.
+v1::SessionStats GetStats(v1::Gistmem::Stub& stub, const std::string& session_id);
 
 // A Chat stream used turn by turn.
 class ChatClient {

@@ -60,6 +60,24 @@ double RowRelativeError(std::span<const float> got, std::span<const float> want)
   return diff / scale;
 }
 
+// The largest RowRelativeError over the rows of `got` against the [rows, vocab] `want`.
+double MaxRowRelativeError(const std::vector<std::vector<float>>& got,
+                           const std::vector<float>& want, int64_t vocab) {
+  double worst = 0;
+  for (size_t row = 0; row < got.size(); ++row) {
+    worst =
+        std::max(worst, RowRelativeError(got[row], std::span(want).subspan(row * vocab, vocab)));
+  }
+  return worst;
+}
+
+std::vector<int32_t> RawTokens(const Fixture& f) {
+  std::vector<int32_t> raw;
+  for (int64_t t : f.spec.at("raw_tokens"))
+    raw.push_back(static_cast<int32_t>(t));
+  return raw;
+}
+
 // Reads `raw` into `memory` in steps of at most `chunk` rows; returns the logits of every row.
 std::vector<std::vector<float>> Serve(model::CpuTransformer& engine, SessionMemory& memory,
                                       std::span<const int32_t> raw, int64_t chunk) {
@@ -89,9 +107,7 @@ class PolicyReference : public testing::TestWithParam<int64_t> {};
 TEST_P(PolicyReference, IncrementalServingEqualsTheMaskedFullSequence) {
   const Fixture& f = Load();
   const int64_t chunk = GetParam();
-  std::vector<int32_t> raw;
-  for (int64_t t : f.spec.at("raw_tokens"))
-    raw.push_back(static_cast<int32_t>(t));
+  const std::vector<int32_t> raw = RawTokens(f);
   for (const auto& c : f.spec.at("cases")) {
     const std::string name = c.at("policy").at("name");
     SCOPED_TRACE(name + ", chunk " + std::to_string(chunk));
@@ -113,11 +129,7 @@ TEST_P(PolicyReference, IncrementalServingEqualsTheMaskedFullSequence) {
     }
     ASSERT_EQ(static_cast<int64_t>(got.size()), c.at("stream_tokens").get<int64_t>());
     ASSERT_EQ(memory.state().stream_tokens, c.at("stream_tokens").get<int64_t>());
-    double worst = 0;
-    for (size_t row = 0; row < got.size(); ++row) {
-      worst =
-          std::max(worst, RowRelativeError(got[row], std::span(want).subspan(row * vocab, vocab)));
-    }
+    const double worst = MaxRowRelativeError(got, want, vocab);
     EXPECT_LE(worst, 1e-4);
     std::printf("%s chunk %ld: max row-relative error %.3g, cache %ld of %ld stream rows\n",
                 name.c_str(), chunk, worst, memory.cache().size(), memory.state().stream_tokens);
@@ -161,9 +173,7 @@ INSTANTIATE_TEST_SUITE_P(Chunks, PolicyReference, testing::Values(1, 5, 64));
 // equal the reference's, which placed the document at the attach point.
 TEST(DocumentReference, AttachedDocumentEqualsTheMaskedFullSequence) {
   const Fixture& f = Load();
-  std::vector<int32_t> raw;
-  for (int64_t t : f.spec.at("raw_tokens"))
-    raw.push_back(static_cast<int32_t>(t));
+  const std::vector<int32_t> raw = RawTokens(f);
   const nlohmann::json& docs = f.spec.at("documents");
   const int64_t a = docs.at("a"), d = docs.at("document");
   const int64_t vocab = f.model->config().vocab_size;
@@ -188,11 +198,7 @@ TEST(DocumentReference, AttachedDocumentEqualsTheMaskedFullSequence) {
       read += turn;
     }
     ASSERT_EQ(static_cast<int64_t>(got.size()), c.at("stream_tokens").get<int64_t>());
-    double worst = 0;
-    for (size_t row = 0; row < got.size(); ++row) {
-      worst =
-          std::max(worst, RowRelativeError(got[row], std::span(want).subspan(row * vocab, vocab)));
-    }
+    const double worst = MaxRowRelativeError(got, want, vocab);
     EXPECT_LE(worst, 1e-4);
     std::printf("%s: max row-relative error %.3g; document keeps %ld entries of %ld\n",
                 name.c_str(), worst, frozen->size(), document.state().stream_tokens);
@@ -219,9 +225,7 @@ TEST(DocumentReference, RollbackDetachesADocumentAttachedInTheTurn) {
 
 TEST(SessionMemoryTest, RollbackRestoresTheCacheBitForBit) {
   const Fixture& f = Load();
-  std::vector<int32_t> raw;
-  for (int64_t t : f.spec.at("raw_tokens"))
-    raw.push_back(static_cast<int32_t>(t));
+  const std::vector<int32_t> raw = RawTokens(f);
   for (const auto& c : f.spec.at("cases")) {
     SCOPED_TRACE(c.at("policy").at("name").get<std::string>());
     SessionMemory memory(f.model->config(), PolicyOf(c.at("policy")));
