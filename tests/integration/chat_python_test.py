@@ -1,10 +1,15 @@
 """The Python client (clients/python, gistmem_client) against a real gistmem-server
-(subprocess, temp RocksDB, fixture model).
+(subprocess, temp RocksDB, fixture model), shared documents included, and the example
+clients/examples/shared_document.py run end to end against that server.
 
 Run: GISTMEM_SERVER=... /usr/bin/python3 -m unittest chat_python_test
 """
 
+import dataclasses
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -15,12 +20,18 @@ support.use_python_client()
 
 import grpc  # noqa: E402
 
-from gistmem_client import GistmemClient, GistmemError  # noqa: E402
+from gistmem_client import GistmemClient, GistmemError, Policy  # noqa: E402
 
 SYSTEM = "You are a helpful assistant."
 MESSAGES = ["Hello! What is the capital of France?", "And what about Germany?",
             "Thanks. One more: Italy?"]
 GREEDY = {"temperature": 0.0, "max_tokens": 12}
+# A document for the tests below (the example script puts its own text).
+MANUAL = ("The lighthouse log. The lamp is lit at sunset and put out at sunrise. The keeper "
+          "winds the clockwork every four hours, oils the gears on Sundays and writes the "
+          "weather into the red book. Fog horn: two blasts every thirty seconds.")
+POOLED = Policy("pool", ratio=4, window=8, sink_tokens=2)
+EXAMPLE = support.REPO_ROOT / "clients" / "examples" / "shared_document.py"
 
 
 def summary(reply):
@@ -151,6 +162,138 @@ class PythonClientTest(unittest.TestCase):
             self.client.generate(session_id, "hi", temperature=-1.0).wait()
         self.assertEqual(caught.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
         self.assertEqual(self.client.get_session(session_id).turns, 0)
+
+    def test_put_document_is_content_addressed(self):
+        text = MANUAL + " Spare wicks are in the oak chest."  # put by no other test
+        first = self.client.put_document(text, POOLED, labels={"suite": "python"})
+        self.assertTrue(first.created)
+        self.assertTrue(first.document_id.startswith("d-"), first.document_id)
+        self.assertEqual(first.policy, POOLED)
+        self.assertEqual(first.labels, {"suite": "python"})
+        self.assertGreater(first.raw_tokens, 40)
+        self.assertLess(first.retained_entries, first.stream_tokens)  # pooled: it shrank
+        self.assertGreater(first.bytes, 0)
+        self.assertIsNotNone(first.create_time)
+        second = self.client.put_document(text, POOLED)
+        self.assertFalse(second.created)  # found stored: nothing was computed
+        self.assertEqual(second, dataclasses.replace(first, created=False))
+        self.assertEqual(self.client.get_document(first.document_id), second)
+        # Another policy (or role) is another document.
+        full = self.client.put_document(text, "full")
+        self.assertTrue(full.created)
+        self.assertNotEqual(full.document_id, first.document_id)
+        self.assertEqual(full.retained_entries, full.stream_tokens)
+        as_tool = self.client.put_document(text, POOLED, role="tool")
+        self.assertNotEqual(as_tool.document_id, first.document_id)
+
+    def test_attach_document_into_two_sessions(self):
+        document = self.client.put_document(MANUAL, POOLED)
+        sessions = [self.new_session(), self.new_session()]
+        for session_id in sessions:
+            # The system prompt is read with the first message: one first keeps it first.
+            before = self.client.append(session_id, "Here is the log.", role="user")
+            attached = self.client.attach_document(session_id, document.document_id,
+                                                   if_idle=True)
+            self.assertEqual(attached.attached_entries, document.retained_entries)
+            self.assertEqual(attached.usage.prompt_tokens, 0)  # nothing was computed
+            self.assertEqual(attached.usage.stream_tokens,
+                             before.stream_tokens + document.stream_tokens)
+            stats = self.client.stats(session_id)
+            self.assertEqual((stats.documents, stats.document_entries),
+                             (1, document.retained_entries))
+            self.assertEqual(stats.stream_tokens, attached.usage.stream_tokens)
+            self.assertEqual(self.client.get_session(session_id).stream_tokens,
+                             attached.usage.stream_tokens)
+        replies = [self.client.generate(session_id, "When is the lamp lit?", **GREEDY).wait()
+                   for session_id in sessions]
+        # Same prompt, same document, same question: the same answer, and the document's
+        # positions came from the cache.
+        self.assertEqual(summary(replies[0])[:2], summary(replies[1])[:2])
+        for reply in replies:
+            self.assertGreaterEqual(reply.end.usage.cached_tokens, document.stream_tokens)
+        for session_id in sessions:
+            self.assertEqual(self.client.stats(session_id).document_entries,
+                             document.retained_entries)
+
+    def test_document_errors_carry_the_status_code(self):
+        unknown = "d-0123456789abcdef0123456789abcdef"
+        with self.assertRaises(GistmemError) as caught:
+            self.client.get_document(unknown)
+        self.assertEqual(caught.exception.code, grpc.StatusCode.NOT_FOUND)
+        session_id = self.new_session()
+        with self.assertRaises(GistmemError) as caught:
+            self.client.attach_document(session_id, unknown)
+        self.assertEqual(caught.exception.code, grpc.StatusCode.NOT_FOUND)
+        document = self.client.put_document(MANUAL, POOLED)
+        with self.assertRaises(GistmemError) as caught:
+            self.client.attach_document("no-such-session", document.document_id)
+        self.assertEqual(caught.exception.code, grpc.StatusCode.NOT_FOUND)
+        for bad in ("bad id!", ""):
+            with self.subTest(document_id=bad), self.assertRaises(GistmemError) as caught:
+                self.client.get_document(bad)
+            self.assertEqual(caught.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(GistmemError) as caught:
+            self.client.put_document("")
+        self.assertEqual(caught.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(GistmemError) as caught:
+            self.client.put_document(MANUAL, role="narrator")
+        self.assertEqual(caught.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(GistmemError) as caught:  # the fixture is not gist-trained
+            self.client.put_document(MANUAL, "gist")
+        self.assertEqual(caught.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertEqual(self.client.stats(session_id).documents, 0)
+
+    def test_attach_if_idle_while_a_turn_runs_is_aborted(self):
+        document = self.client.put_document(MANUAL, POOLED)
+        session_id = self.new_session()
+        with self.client.chat(session_id) as chat:
+            reply = chat.send(MESSAGES[0], temperature=0.0, max_tokens=1500)
+            next(iter(reply), None)
+            try:
+                self.client.attach_document(session_id, document.document_id, if_idle=True)
+                attached = True
+            except GistmemError as error:
+                self.assertEqual(error.code, grpc.StatusCode.ABORTED)
+                attached = False
+            chat.cancel()
+            reply.wait()
+        if attached:
+            self.skipTest(f"the turn ended ({reply.end.finish_reason}) before the attach")
+        self.assertEqual(self.client.stats(session_id).documents, 0)
+
+    def run_example(self):
+        process = subprocess.run(
+            [sys.executable, str(EXAMPLE), "--server", self.server.address, "--max-tokens", "8"],
+            capture_output=True, text=True, timeout=300, check=False)
+        self.assertEqual(process.returncode, 0, support.describe(process))
+        return process.stdout
+
+    def test_shared_document_example(self):
+        output = self.run_example()
+        puts = re.findall(r"^agent ([AB]) put: (d-[0-9a-f]{32}) created=(True|False)", output,
+                          re.MULTILINE)
+        self.assertEqual(len(puts), 2, output)
+        self.assertEqual(puts[0][1], puts[1][1], output)  # one document
+        self.assertEqual([created for _, _, created in puts], ["True", "False"], output)
+        self.assertIn("second put: same document, created=False, nothing computed", output)
+        entries = re.search(r"retained_entries=(\d+) \(", output)
+        self.assertIsNotNone(entries, output)
+        stream = re.search(r"stream_tokens=(\d+) retained_entries", output)
+        self.assertLess(int(entries.group(1)), int(stream.group(1)), output)
+        attached = re.findall(r"attached (\d+) entries, prompt_tokens=0", output)
+        self.assertEqual(attached, [entries.group(1)] * 2, output)
+        stats = re.findall(r"^agent [AB] stats: .*document_entries=(\d+) documents=1 ", output,
+                           re.MULTILINE)
+        self.assertEqual(stats, [entries.group(1)] * 2, output)
+        # The example deleted its sessions.
+        for session_id in re.findall(r"^agent [AB] session (\S+):", output, re.MULTILINE):
+            with self.assertRaises(GistmemError) as caught:
+                self.client.get_session(session_id)
+            self.assertEqual(caught.exception.code, grpc.StatusCode.NOT_FOUND)
+        # A second run finds the document stored: neither put computes anything.
+        again = re.findall(r"^agent [AB] put: (d-[0-9a-f]{32}) created=(True|False)",
+                           self.run_example(), re.MULTILINE)
+        self.assertEqual(again, [(puts[0][1], "False")] * 2)
 
 
 class PythonResumeAfterKillTest(unittest.TestCase):

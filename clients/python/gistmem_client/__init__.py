@@ -14,6 +14,7 @@ from gistmem_client.chat_session import ChatSession
 from gistmem_client.client import GistmemClient
 from gistmem_client.errors import GistmemError
 from gistmem_client.reply import Reply
-from gistmem_client.types import TurnEnd, Usage
+from gistmem_client.types import Attachment, Document, Policy, TurnEnd, Usage
 
-__all__ = ["ChatSession", "GistmemClient", "GistmemError", "Reply", "TurnEnd", "Usage", "pb"]
+__all__ = ["Attachment", "ChatSession", "Document", "GistmemClient", "GistmemError", "Policy",
+           "Reply", "TurnEnd", "Usage", "pb"]

@@ -8,7 +8,8 @@ from gistmem_client._stubs import health_pb2, health_pb2_grpc, pb, pb_grpc
 from gistmem_client.chat_session import ChatSession
 from gistmem_client.errors import GistmemError, rpc_errors
 from gistmem_client.reply import Reply
-from gistmem_client.types import Usage, memory_policy, sampling_params
+from gistmem_client.types import (Attachment, Document, Policy, Usage, memory_policy,
+                                  sampling_params)
 
 
 class GistmemClient:
@@ -19,7 +20,8 @@ class GistmemClient:
             print(client.generate(session.session_id, "Hi", max_tokens=16).wait().text)
 
     `timeout` (seconds) bounds every unary call and each Generate stream; None = no limit.
-    Sessions and stats come back as the API's messages (gistmem_client.pb.Session, ...).
+    Sessions and stats come back as the API's messages (gistmem_client.pb.Session, ...);
+    documents as gistmem_client.Document.
     """
 
     def __init__(self, address: str, *, timeout: Optional[float] = None,
@@ -59,11 +61,12 @@ class GistmemClient:
     # Sessions.
 
     def create_session(self, system_prompt: str = "", *, session_id: str = "",
-                       policy: Union[None, str, "pb.MemoryPolicy"] = None,
+                       policy: Union[None, str, Policy, "pb.MemoryPolicy"] = None,
                        default_sampling: Optional[Dict] = None,
                        labels: Optional[Dict[str, str]] = None) -> "pb.Session":
-        """A new session. policy: "full", "window", "pool", "gist" or a pb.MemoryPolicy
-        (None = the server's default); default_sampling: keywords as for generate()."""
+        """A new session. policy: "full", "window", "pool", "gist", a Policy or a
+        pb.MemoryPolicy (None = the server's default); default_sampling: keywords as for
+        generate()."""
         request = pb.CreateSessionRequest(system_prompt=system_prompt, session_id=session_id,
                                           policy=memory_policy(policy),
                                           default_sampling=sampling_params(
@@ -103,6 +106,8 @@ class GistmemClient:
                 timeout=self.timeout)
 
     def stats(self, session_id: str) -> "pb.SessionStats":
+        """Where the session's memory stands; document_entries and documents count the shared
+        documents attached to it (not in retained_entries nor bytes_host)."""
         with rpc_errors():
             return self._stub.GetSessionStats(pb.GetSessionStatsRequest(session_id=session_id),
                                               timeout=self.timeout)
@@ -131,3 +136,34 @@ class GistmemClient:
     def chat(self, session_id: str, timeout: Optional[float] = None) -> ChatSession:
         """A ChatSession: one Chat stream for many turns (timeout bounds the whole stream)."""
         return ChatSession(self._stub, session_id, timeout)
+
+    # Shared documents.
+
+    def put_document(self, text: str, policy: Union[None, str, Policy, "pb.MemoryPolicy"] = None,
+                     labels: Optional[Dict[str, str]] = None,
+                     role: Optional[str] = None) -> Document:
+        """Reads a document once and stores it compressed under `policy` (as for
+        create_session; None = the server's default). The same text, model and policy give
+        the same document_id; then document.created is False, nothing was computed and the
+        stored document comes back as it was first put (its labels, not these).
+        role: "user" (None = the server's default), "system" or "tool"."""
+        request = pb.PutDocumentRequest(text=text, policy=memory_policy(policy),
+                                        labels=labels or {}, role=role or "")
+        with rpc_errors():
+            return Document.from_proto(self._stub.PutDocument(request, timeout=self.timeout))
+
+    def get_document(self, document_id: str) -> Document:
+        """A stored document (created is False)."""
+        with rpc_errors():
+            return Document.from_proto(self._stub.GetDocument(
+                pb.GetDocumentRequest(document_id=document_id), timeout=self.timeout))
+
+    def attach_document(self, session_id: str, document_id: str, *,
+                        if_idle: bool = False) -> Attachment:
+        """Places a stored document at the end of the session's stream, computing nothing
+        (one copy in memory serves every session attached to it). if_idle: ABORTED instead
+        of waiting when a turn of the session is running."""
+        request = pb.AttachDocumentRequest(session_id=session_id, document_id=document_id,
+                                           if_idle=if_idle)
+        with rpc_errors():
+            return Attachment.from_proto(self._stub.AttachDocument(request, timeout=self.timeout))
