@@ -12,6 +12,11 @@
 //       "errors": [...]}. Exit 0 when there is no error at all, 1 when some record is damaged
 //       or inconsistent, 3 when the store does not open.
 //
+//   gistmem-store-tool dump --db DIR --out DIR
+//       Writes every raw value of every column family to OUT (<family>-<n>.bin, in key order)
+//       and OUT/manifest.json: per file its family and printable key, and for session records
+//       their policy and memory state (tests/fuzz/make_corpus.py builds seed inputs from it).
+//
 //   gistmem-store-tool damage --db DIR --family sessions|transcript|kv --tenant T
 //       --session S [--seq N] --mode flip|truncate|drop
 //       Damages one stored value behind the store's back (raw RocksDB): flips a byte in the
@@ -19,6 +24,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -32,6 +38,7 @@
 #include "rocksdb/options.h"
 #include "store/keys.h"
 #include "store/record_codec.h"
+#include "store/records.h"
 #include "store/rocks_store.h"
 
 namespace gistmem::store {
@@ -72,6 +79,7 @@ std::string Flag(const std::map<std::string, std::string>& flags, const std::str
 
 int Usage() {
   std::cerr << "usage: gistmem-store-tool check --db DIR [--tenant T]\n"
+               "       gistmem-store-tool dump --db DIR --out DIR\n"
                "       gistmem-store-tool damage --db DIR --family sessions|transcript|kv "
                "--tenant T --session S [--seq N] --mode flip|truncate|drop\n";
   return kExitUsage;
@@ -238,6 +246,77 @@ int Check(const std::map<std::string, std::string>& flags) {
   return damaged ? kExitDamaged : kExitOk;
 }
 
+// The database with every column family, opened raw (no store checks); nullptr on failure.
+std::unique_ptr<rocksdb::DB> OpenRaw(const std::string& db_path, std::vector<std::string>& names,
+                                     std::vector<rocksdb::ColumnFamilyHandle*>& handles) {
+  rocksdb::Status status = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), db_path, &names);
+  if (!status.ok()) {
+    std::cerr << "list column families: " << status.ToString() << "\n";
+    return nullptr;
+  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const std::string& name : names) {
+    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  }
+  rocksdb::DB* raw = nullptr;
+  status = rocksdb::DB::Open(rocksdb::DBOptions(), db_path, descriptors, &handles, &raw);
+  if (!status.ok()) {
+    std::cerr << "open: " << status.ToString() << "\n";
+    return nullptr;
+  }
+  return std::unique_ptr<rocksdb::DB>(raw);
+}
+
+int Dump(const std::map<std::string, std::string>& flags) {
+  const std::string db_path = Flag(flags, "db");
+  const std::filesystem::path out_dir = Flag(flags, "out");
+  if (db_path.empty() || out_dir.empty()) return Usage();
+  std::vector<std::string> names;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  std::unique_ptr<rocksdb::DB> db = OpenRaw(db_path, names, handles);
+  if (db == nullptr) return kExitCannotOpen;
+  std::filesystem::create_directories(out_dir);
+  json manifest = json::array();
+  for (size_t f = 0; f < names.size(); ++f) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[f]));
+    int n = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string file = names[f] + "-" + std::to_string(n++) + ".bin";
+      const rocksdb::Slice value = it->value();
+      std::FILE* out = std::fopen((out_dir / file).c_str(), "wb");
+      if (out == nullptr || std::fwrite(value.data(), 1, value.size(), out) != value.size()) {
+        std::cerr << "cannot write " << (out_dir / file) << "\n";
+        return kExitUsage;
+      }
+      std::fclose(out);
+      json entry = {
+          {"file", file}, {"family", names[f]}, {"key", PrintableKey(it->key().ToString())}};
+      if (names[f] == kSessionsFamily) {
+        absl::StatusOr<SessionRecord> record =
+            DecodeSessionValue(std::string_view(value.data(), value.size()));
+        if (record.ok()) {
+          const auto& memory = record->memory();
+          entry["session_id"] = record->session_id();
+          entry["policy"] = {{"kind", static_cast<int>(record->policy().kind())},
+                             {"ratio", record->policy().ratio()},
+                             {"window", record->policy().window()},
+                             {"sink_tokens", record->policy().sink_tokens()}};
+          entry["memory"] = {{"stream_tokens", memory.stream_tokens()},
+                             {"raw_tokens", memory.raw_tokens()},
+                             {"pooled_spans", memory.pooled_spans()},
+                             {"next_entry_serial", memory.next_entry_serial()}};
+        }
+      }
+      manifest.push_back(std::move(entry));
+    }
+  }
+  std::ofstream(out_dir / "manifest.json") << manifest.dump(1) << "\n";
+  for (rocksdb::ColumnFamilyHandle* h : handles)
+    db->DestroyColumnFamilyHandle(h);
+  std::cout << json{{"values", manifest.size()}}.dump() << "\n";
+  return kExitOk;
+}
+
 int Damage(const std::map<std::string, std::string>& flags) {
   const std::string db_path = Flag(flags, "db");
   const std::string family = Flag(flags, "family");
@@ -254,22 +333,10 @@ int Damage(const std::map<std::string, std::string>& flags) {
                               : SequencedKey(tenant, session, std::stoull(Flag(flags, "seq", "0")));
 
   std::vector<std::string> names;
-  rocksdb::Status status = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), db_path, &names);
-  if (!status.ok()) {
-    std::cerr << "list column families: " << status.ToString() << "\n";
-    return kExitCannotOpen;
-  }
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const std::string& name : names)
-    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  status = rocksdb::DB::Open(rocksdb::DBOptions(), db_path, descriptors, &handles, &raw);
-  if (!status.ok()) {
-    std::cerr << "open: " << status.ToString() << "\n";
-    return kExitCannotOpen;
-  }
-  std::unique_ptr<rocksdb::DB> db(raw);
+  std::unique_ptr<rocksdb::DB> db = OpenRaw(db_path, names, handles);
+  if (db == nullptr) return kExitCannotOpen;
+  rocksdb::Status status;
   rocksdb::ColumnFamilyHandle* handle = nullptr;
   for (size_t i = 0; i < names.size(); ++i) {
     if (names[i] == family) handle = handles[i];
@@ -318,5 +385,6 @@ int main(int argc, char** argv) {
   if (flags.count("!bad")) return gistmem::store::Usage();
   if (command == "check") return gistmem::store::Check(flags);
   if (command == "damage") return gistmem::store::Damage(flags);
+  if (command == "dump") return gistmem::store::Dump(flags);
   return gistmem::store::Usage();
 }
