@@ -33,9 +33,14 @@ class ChatReactor::Observer final : public TurnObserver {
   ChatReactor* reactor_;
 };
 
-ChatReactor::ChatReactor(grpc::CallbackServerContext* context, TurnExecutor& turns,
-                         std::function<void(ChatReactor*)> on_done)
+ChatReactor::ChatReactor(grpc::CallbackServerContext* context, absl::StatusOr<std::string> tenant,
+                         TurnExecutor& turns, std::function<void(ChatReactor*)> on_done)
     : context_(context), turns_(turns), on_done_(std::move(on_done)), writer_(this) {
+  if (!tenant.ok()) {
+    FinishWhenIdle(ToGrpcStatus(tenant.status()));
+    return;
+  }
+  tenant_ = *std::move(tenant);
   StartRead(&read_buffer_);
 }
 
@@ -109,6 +114,7 @@ void ChatReactor::StartNextTurn() {
     running_ = true;
     cancel_running_ = std::make_shared<std::atomic<bool>>(false);
     turn.kind = TurnRequest::Kind::kGenerate;
+    turn.tenant = tenant_;
     turn.session_id = session_id_;
     turn.role = next.message().role();
     turn.content = next.message().content();

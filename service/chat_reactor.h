@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "gistmem/v1/gistmem.pb.h"
 #include "service/event_writer.h"
 #include "service/turn_executor.h"
@@ -25,8 +26,9 @@ namespace gistmem::service {
 class ChatReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   // `on_done` runs when the call is over, just before the reactor deletes itself.
-  ChatReactor(grpc::CallbackServerContext* context, TurnExecutor& turns,
-              std::function<void(ChatReactor*)> on_done);
+  // Serves the stream for `tenant`, or ends it at once with the status that refused the caller.
+  ChatReactor(grpc::CallbackServerContext* context, absl::StatusOr<std::string> tenant,
+              TurnExecutor& turns, std::function<void(ChatReactor*)> on_done);
 
   // Server shutdown: no new turns; the stream ends UNAVAILABLE once the running turn is over.
   void Shutdown();
@@ -55,6 +57,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   grpc::ByteBuffer read_buffer_;
 
   std::mutex mutex_;
+  std::string tenant_;
   std::string session_id_;
   std::deque<v1::Turn> waiting_;
   bool running_ = false;

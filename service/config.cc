@@ -15,6 +15,12 @@ ABSL_FLAG(std::string, policy, "full",
 ABSL_FLAG(int64_t, ratio, 0, "Default raw tokens per gist or pooled entry; 0 = the model's");
 ABSL_FLAG(int64_t, window, 0, "Default raw tokens kept verbatim; 0 = the model's");
 ABSL_FLAG(int64_t, sink_tokens, 0, "Default first tokens kept for good; 0 = the model's");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "File of \"KEY TENANT\" lines; callers send a key as \"authorization: Bearer KEY\" "
+          "or \"x-api-key\" metadata. Empty: no keys, every call in tenant \"default\"");
+ABSL_FLAG(double, rate_limit, 0, "Calls per second allowed to each tenant; 0 = no limit");
+ABSL_FLAG(std::string, tls_cert, "", "TLS certificate chain (PEM); with --tls_key, serve TLS");
+ABSL_FLAG(std::string, tls_key, "", "TLS private key (PEM)");
 ABSL_FLAG(int, threads, 0, "Threads of the CPU forward pass; 0 = every core");
 ABSL_FLAG(int, workers, 8, "Threads for store I/O, commits and unary calls");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
@@ -75,6 +81,10 @@ absl::Status ValidateConfig(const ServerConfig& config) {
   if (limits.max_message_bytes > std::numeric_limits<int>::max()) {
     return absl::InvalidArgumentError("--max_message_bytes must fit in 31 bits");
   }
+  if (config.tls_cert.empty() != config.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  if (config.tenant_rate_limit < 0) return absl::InvalidArgumentError("--rate_limit must be >= 0");
   if (config.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must not be negative");
   }
@@ -92,6 +102,10 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   config.model_dir = absl::GetFlag(FLAGS_model);
   config.db_path = absl::GetFlag(FLAGS_db);
   config.listen_address = absl::GetFlag(FLAGS_listen);
+  config.api_keys_file = absl::GetFlag(FLAGS_api_keys_file);
+  config.tenant_rate_limit = absl::GetFlag(FLAGS_rate_limit);
+  config.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  config.tls_key = absl::GetFlag(FLAGS_tls_key);
   config.compute_threads = absl::GetFlag(FLAGS_threads);
   config.worker_threads = absl::GetFlag(FLAGS_workers);
   config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);

@@ -48,6 +48,12 @@ struct ServerConfig {
   std::filesystem::path model_dir;
   std::filesystem::path db_path;
   std::string listen_address = "127.0.0.1:50051";
+  // Security (service/auth.h): API keys per tenant (empty: an open server, one tenant), calls
+  // per second per tenant (0: no limit), and TLS certificate and key in PEM (empty: plaintext).
+  std::filesystem::path api_keys_file;
+  double tenant_rate_limit = 0;
+  std::filesystem::path tls_cert;
+  std::filesystem::path tls_key;
   // The memory policy of sessions that do not ask for one (see service/policy_resolver.h).
   PolicyDefaults policy;
   int compute_threads = 0;  // 0: every core

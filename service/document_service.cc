@@ -53,8 +53,8 @@ v1::Document DocumentService::ToProto(const store::DocumentRecord& record,
   return document;
 }
 
-void DocumentService::Put(const v1::PutDocumentRequest& request, std::function<bool()> is_cancelled,
-                          Done<v1::Document> done) {
+void DocumentService::Put(const std::string& tenant, const v1::PutDocumentRequest& request,
+                          std::function<bool()> is_cancelled, Done<v1::Document> done) {
   const Limits& limits = runtime_.config.limits;
   if (request.text().empty()) return done(absl::InvalidArgumentError("the document is empty"));
   if (static_cast<int64_t>(request.text().size()) > limits.max_content_bytes) {
@@ -65,6 +65,9 @@ void DocumentService::Put(const v1::PutDocumentRequest& request, std::function<b
   absl::StatusOr<std::string_view> role =
       NormalizeRole(request.role().empty() ? "user" : request.role());
   if (!role.ok()) return done(role.status());
+  if (*role == "assistant") {
+    return done(absl::InvalidArgumentError("a document is read as a user, system or tool message"));
+  }
   absl::StatusOr<memory::Policy> policy = runtime_.policies.Resolve(request.policy());
   if (!policy.ok()) return done(policy.status());
   absl::StatusOr<std::vector<int32_t>> tokens = runtime_.turn_tokens.Message(*role, request.text());
@@ -80,7 +83,7 @@ void DocumentService::Put(const v1::PutDocumentRequest& request, std::function<b
   }
 
   store::DocumentRecord record;
-  record.set_tenant(std::string(kDefaultTenant));
+  record.set_tenant(tenant);
   record.set_document_id(DocumentId(runtime_.model_fingerprint, *policy, *tokens));
   record.set_model_fingerprint(runtime_.model_fingerprint);
   *record.mutable_policy() = PolicyResolver::ToProto(*policy);
@@ -89,8 +92,7 @@ void DocumentService::Put(const v1::PutDocumentRequest& request, std::function<b
   record.mutable_labels()->insert(request.labels().begin(), request.labels().end());
 
   // Stored already: nothing to compute.
-  absl::StatusOr<LoadedDocument> existing =
-      runtime_.documents.Load(kDefaultTenant, record.document_id());
+  absl::StatusOr<LoadedDocument> existing = runtime_.documents.Load(tenant, record.document_id());
   if (existing.ok()) return done(ToProto(existing->record, *existing->entries, false));
   if (existing.status().code() != absl::StatusCode::kNotFound) return done(existing.status());
 
@@ -122,20 +124,21 @@ void DocumentService::Put(const v1::PutDocumentRequest& request, std::function<b
                    record.token_ids_size(), loaded.entries->size(),
                    memory::Describe(memory->policy()));
       v1::Document document = ToProto(record, *loaded.entries, stored.ok());
-      runtime_.documents.Insert(kDefaultTenant, std::move(loaded));
+      runtime_.documents.Insert(record.tenant(), std::move(loaded));
       done(std::move(document));
     });
   };
   runtime_.scheduler.Submit(std::move(job));
 }
 
-absl::StatusOr<v1::Document> DocumentService::Get(std::string_view document_id) {
-  absl::StatusOr<LoadedDocument> loaded = runtime_.documents.Load(kDefaultTenant, document_id);
+absl::StatusOr<v1::Document> DocumentService::Get(const std::string& tenant,
+                                                  std::string_view document_id) {
+  absl::StatusOr<LoadedDocument> loaded = runtime_.documents.Load(tenant, document_id);
   if (!loaded.ok()) return loaded.status();
   return ToProto(loaded->record, *loaded->entries, false);
 }
 
-void DocumentService::Attach(const v1::AttachDocumentRequest& request,
+void DocumentService::Attach(const std::string& tenant, const v1::AttachDocumentRequest& request,
                              Done<v1::AttachDocumentResponse> done) {
   auto operation = [this, request, done](absl::StatusOr<std::shared_ptr<LiveSession>> held,
                                          SessionManager::Release release) {
@@ -145,10 +148,17 @@ void DocumentService::Attach(const v1::AttachDocumentRequest& request,
     }
     LiveSession& session = **held;
     absl::StatusOr<LoadedDocument> document =
-        runtime_.documents.Load(kDefaultTenant, request.document_id());
+        runtime_.documents.Load(session.tenant, request.document_id());
     if (!document.ok()) {
       release(true);
       return done(document.status());
+    }
+    if (session.stream.empty()) {
+      release(true);
+      return done(absl::FailedPreconditionError(
+          absl::StrCat("session ", session.id,
+                       " has not read its system prompt yet; append a message or "
+                       "run a turn before attaching a document")));
     }
     if (session.reply_open) {
       release(true);
@@ -193,8 +203,8 @@ void DocumentService::Attach(const v1::AttachDocumentRequest& request,
     release(true);
     done(std::move(response));
   };
-  if (absl::Status queued =
-          sessions_.RunExclusive(request.session_id(), request.if_idle(), std::move(operation));
+  if (absl::Status queued = sessions_.RunExclusive(tenant, request.session_id(), request.if_idle(),
+                                                   std::move(operation));
       !queued.ok()) {
     done(queued);
   }

@@ -23,10 +23,12 @@ class DocumentService {
   using Done = std::function<void(absl::StatusOr<T>)>;
 
   // `done` runs once, on a worker or the scheduler's thread.
-  void Put(const v1::PutDocumentRequest& request, std::function<bool()> is_cancelled,
-           Done<v1::Document> done);
-  absl::StatusOr<v1::Document> Get(std::string_view document_id);
-  void Attach(const v1::AttachDocumentRequest& request, Done<v1::AttachDocumentResponse> done);
+  // A tenant's documents are its own: another tenant can neither read nor attach them.
+  void Put(const std::string& tenant, const v1::PutDocumentRequest& request,
+           std::function<bool()> is_cancelled, Done<v1::Document> done);
+  absl::StatusOr<v1::Document> Get(const std::string& tenant, std::string_view document_id);
+  void Attach(const std::string& tenant, const v1::AttachDocumentRequest& request,
+              Done<v1::AttachDocumentResponse> done);
 
  private:
   v1::Document ToProto(const store::DocumentRecord& record, const model::KvCache& entries,

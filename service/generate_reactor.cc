@@ -44,8 +44,13 @@ class GenerateReactor::Observer final : public TurnObserver {
 };
 
 GenerateReactor::GenerateReactor(grpc::CallbackServerContext* context,
-                                 const grpc::ByteBuffer* request, TurnExecutor& turns)
+                                 const grpc::ByteBuffer* request,
+                                 absl::StatusOr<std::string> tenant, TurnExecutor& turns)
     : context_(context), writer_(this) {
+  if (!tenant.ok()) {
+    writer_.Finish(ToGrpcStatus(tenant.status()));
+    return;
+  }
   absl::StatusOr<v1::GenerateRequest> parsed = ParseRequest<v1::GenerateRequest>(*request);
   if (!parsed.ok()) {
     writer_.Finish(ToGrpcStatus(parsed.status()));
@@ -53,6 +58,7 @@ GenerateReactor::GenerateReactor(grpc::CallbackServerContext* context,
   }
   TurnRequest turn;
   turn.kind = TurnRequest::Kind::kGenerate;
+  turn.tenant = *std::move(tenant);
   turn.session_id = parsed->session_id();
   turn.role = parsed->message().role();
   turn.content = parsed->message().content();

@@ -38,9 +38,9 @@ class AppendObserver final : public TurnObserver {
 
 }  // namespace
 
-GistmemService::GistmemService(const ServiceRuntime& runtime, SessionManager& sessions,
+GistmemService::GistmemService(const ServiceRuntime& runtime, Auth& auth, SessionManager& sessions,
                                TurnExecutor& turns, DocumentService& documents)
-    : runtime_(runtime), sessions_(sessions), turns_(turns), documents_(documents) {}
+    : runtime_(runtime), auth_(auth), sessions_(sessions), turns_(turns), documents_(documents) {}
 
 namespace {
 
@@ -58,18 +58,24 @@ void FinishUnary(grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* response,
 grpc::ServerUnaryReactor* GistmemService::PutDocument(Context* context, const ByteBuffer* request,
                                                       ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
+  if (!tenant.ok()) {
+    reactor->Finish(ToGrpcStatus(tenant.status()));
+    return reactor;
+  }
   absl::StatusOr<v1::PutDocumentRequest> parsed = ParseRequest<v1::PutDocumentRequest>(*request);
   if (!parsed.ok()) {
     reactor->Finish(ToGrpcStatus(parsed.status()));
     return reactor;
   }
-  runtime_.workers.Post([this, context, reactor, response, put = *std::move(parsed)] {
-    documents_.Put(
-        put, [context] { return context->IsCancelled(); },
-        [reactor, response](absl::StatusOr<v1::Document> result) {
-          FinishUnary(reactor, response, result);
-        });
-  });
+  runtime_.workers.Post(
+      [this, context, reactor, response, put = *std::move(parsed), tenant = *std::move(tenant)] {
+        documents_.Put(
+            tenant, put, [context] { return context->IsCancelled(); },
+            [reactor, response](absl::StatusOr<v1::Document> result) {
+              FinishUnary(reactor, response, result);
+            });
+      });
   return reactor;
 }
 
@@ -77,24 +83,29 @@ grpc::ServerUnaryReactor* GistmemService::GetDocument(Context* context, const By
                                                       ByteBuffer* response) {
   return RunUnary<v1::GetDocumentRequest>(
       context, request, response,
-      [this](const v1::GetDocumentRequest& get) -> absl::StatusOr<v1::Document> {
-        return documents_.Get(get.document_id());
-      });
+      [this](const std::string& tenant, const v1::GetDocumentRequest& get)
+          -> absl::StatusOr<v1::Document> { return documents_.Get(tenant, get.document_id()); });
 }
 
 grpc::ServerUnaryReactor* GistmemService::AttachDocument(Context* context,
                                                          const ByteBuffer* request,
                                                          ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
+  if (!tenant.ok()) {
+    reactor->Finish(ToGrpcStatus(tenant.status()));
+    return reactor;
+  }
   absl::StatusOr<v1::AttachDocumentRequest> parsed =
       ParseRequest<v1::AttachDocumentRequest>(*request);
   if (!parsed.ok()) {
     reactor->Finish(ToGrpcStatus(parsed.status()));
     return reactor;
   }
-  documents_.Attach(*parsed, [reactor, response](absl::StatusOr<v1::AttachDocumentResponse> r) {
-    FinishUnary(reactor, response, r);
-  });
+  documents_.Attach(*tenant, *parsed,
+                    [reactor, response](absl::StatusOr<v1::AttachDocumentResponse> r) {
+                      FinishUnary(reactor, response, r);
+                    });
   return reactor;
 }
 
@@ -102,18 +113,23 @@ template <typename Request, typename Handler>
 grpc::ServerUnaryReactor* GistmemService::RunUnary(Context* context, const ByteBuffer* request,
                                                    ByteBuffer* response, Handler handler) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
+  if (!tenant.ok()) {
+    reactor->Finish(ToGrpcStatus(tenant.status()));
+    return reactor;
+  }
   absl::StatusOr<Request> parsed = ParseRequest<Request>(*request);
   if (!parsed.ok()) {
     reactor->Finish(ToGrpcStatus(parsed.status()));
     return reactor;
   }
-  runtime_.workers.Post(
-      [reactor, response, handler = std::move(handler), parsed = *std::move(parsed)] {
-        auto result = handler(parsed);
-        if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status()));
-        *response = SerializeMessage(*result);
-        reactor->Finish(grpc::Status::OK);
-      });
+  runtime_.workers.Post([reactor, response, handler = std::move(handler),
+                         parsed = *std::move(parsed), tenant = *std::move(tenant)] {
+    auto result = handler(tenant, parsed);
+    if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status()));
+    *response = SerializeMessage(*result);
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 
@@ -121,8 +137,9 @@ grpc::ServerUnaryReactor* GistmemService::CreateSession(Context* context, const 
                                                         ByteBuffer* response) {
   return RunUnary<v1::CreateSessionRequest>(
       context, request, response,
-      [this](const v1::CreateSessionRequest& create) -> absl::StatusOr<v1::Session> {
-        absl::StatusOr<store::SessionRecord> record = sessions_.Create(create);
+      [this](const std::string& tenant,
+             const v1::CreateSessionRequest& create) -> absl::StatusOr<v1::Session> {
+        absl::StatusOr<store::SessionRecord> record = sessions_.Create(tenant, create);
         if (!record.ok()) return record.status();
         return ToSessionProto(*record);
       });
@@ -132,8 +149,9 @@ grpc::ServerUnaryReactor* GistmemService::GetSession(Context* context, const Byt
                                                      ByteBuffer* response) {
   return RunUnary<v1::GetSessionRequest>(
       context, request, response,
-      [this](const v1::GetSessionRequest& get) -> absl::StatusOr<v1::Session> {
-        absl::StatusOr<store::SessionRecord> record = sessions_.Get(get.session_id());
+      [this](const std::string& tenant,
+             const v1::GetSessionRequest& get) -> absl::StatusOr<v1::Session> {
+        absl::StatusOr<store::SessionRecord> record = sessions_.Get(tenant, get.session_id());
         if (!record.ok()) return record.status();
         return ToSessionProto(*record);
       });
@@ -143,9 +161,10 @@ grpc::ServerUnaryReactor* GistmemService::ListSessions(Context* context, const B
                                                        ByteBuffer* response) {
   return RunUnary<v1::ListSessionsRequest>(
       context, request, response,
-      [this](const v1::ListSessionsRequest& list) -> absl::StatusOr<v1::ListSessionsResponse> {
+      [this](const std::string& tenant,
+             const v1::ListSessionsRequest& list) -> absl::StatusOr<v1::ListSessionsResponse> {
         absl::StatusOr<store::SessionPage> page =
-            sessions_.List(list.page_size(), list.page_token());
+            sessions_.List(tenant, list.page_size(), list.page_token());
         if (!page.ok()) return page.status();
         v1::ListSessionsResponse result;
         for (const store::SessionRecord& record : page->sessions) {
@@ -160,8 +179,9 @@ grpc::ServerUnaryReactor* GistmemService::DeleteSession(Context* context, const 
                                                         ByteBuffer* response) {
   return RunUnary<v1::DeleteSessionRequest>(
       context, request, response,
-      [this](const v1::DeleteSessionRequest& del) -> absl::StatusOr<v1::DeleteSessionResponse> {
-        if (absl::Status deleted = sessions_.Delete(del.session_id()); !deleted.ok()) {
+      [this](const std::string& tenant,
+             const v1::DeleteSessionRequest& del) -> absl::StatusOr<v1::DeleteSessionResponse> {
+        if (absl::Status deleted = sessions_.Delete(tenant, del.session_id()); !deleted.ok()) {
           return deleted;
         }
         return v1::DeleteSessionResponse();
@@ -172,9 +192,10 @@ grpc::ServerUnaryReactor* GistmemService::ForkSession(Context* context, const By
                                                       ByteBuffer* response) {
   return RunUnary<v1::ForkSessionRequest>(
       context, request, response,
-      [this](const v1::ForkSessionRequest& fork) -> absl::StatusOr<v1::Session> {
+      [this](const std::string& tenant,
+             const v1::ForkSessionRequest& fork) -> absl::StatusOr<v1::Session> {
         absl::StatusOr<store::SessionRecord> record =
-            sessions_.Fork(fork.session_id(), fork.new_session_id());
+            sessions_.Fork(tenant, fork.session_id(), fork.new_session_id());
         if (!record.ok()) return record.status();
         return ToSessionProto(*record);
       });
@@ -185,14 +206,20 @@ grpc::ServerUnaryReactor* GistmemService::GetSessionStats(Context* context,
                                                           ByteBuffer* response) {
   return RunUnary<v1::GetSessionStatsRequest>(
       context, request, response,
-      [this](const v1::GetSessionStatsRequest& get) -> absl::StatusOr<v1::SessionStats> {
-        return sessions_.Stats(get.session_id());
+      [this](const std::string& tenant,
+             const v1::GetSessionStatsRequest& get) -> absl::StatusOr<v1::SessionStats> {
+        return sessions_.Stats(tenant, get.session_id());
       });
 }
 
 grpc::ServerUnaryReactor* GistmemService::Append(Context* context, const ByteBuffer* request,
                                                  ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
+  if (!tenant.ok()) {
+    reactor->Finish(ToGrpcStatus(tenant.status()));
+    return reactor;
+  }
   absl::StatusOr<v1::AppendRequest> parsed = ParseRequest<v1::AppendRequest>(*request);
   if (!parsed.ok()) {
     reactor->Finish(ToGrpcStatus(parsed.status()));
@@ -200,6 +227,7 @@ grpc::ServerUnaryReactor* GistmemService::Append(Context* context, const ByteBuf
   }
   TurnRequest turn;
   turn.kind = TurnRequest::Kind::kAppend;
+  turn.tenant = *std::move(tenant);
   turn.session_id = parsed->session_id();
   turn.role = parsed->message().role();
   turn.content = parsed->message().content();
@@ -210,15 +238,16 @@ grpc::ServerUnaryReactor* GistmemService::Append(Context* context, const ByteBuf
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GistmemService::Generate(Context* context,
                                                                      const ByteBuffer* request) {
-  return new GenerateReactor(context, request, turns_);
+  return new GenerateReactor(context, request, auth_.Admit(*context), turns_);
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* GistmemService::Chat(
     Context* context) {
-  auto* reactor = new ChatReactor(context, turns_, [this](ChatReactor* done) {
-    std::lock_guard lock(chats_mutex_);
-    chats_.erase(done);
-  });
+  auto* reactor =
+      new ChatReactor(context, auth_.Admit(*context), turns_, [this](ChatReactor* done) {
+        std::lock_guard lock(chats_mutex_);
+        chats_.erase(done);
+      });
   bool refuse = false;
   {
     std::lock_guard lock(chats_mutex_);

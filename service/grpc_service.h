@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "gistmem/v1/gistmem.grpc.pb.h"
+#include "service/auth.h"
 #include "service/chat_reactor.h"
 #include "service/document_service.h"
 #include "service/runtime.h"
@@ -30,8 +31,8 @@ using RawGistmemService = G::WithRawCallbackMethod_CreateSession<
 
 class GistmemService final : public internal::RawGistmemService {
  public:
-  GistmemService(const ServiceRuntime& runtime, SessionManager& sessions, TurnExecutor& turns,
-                 DocumentService& documents);
+  GistmemService(const ServiceRuntime& runtime, Auth& auth, SessionManager& sessions,
+                 TurnExecutor& turns, DocumentService& documents);
 
   // Open Chat streams take no new turns and end (UNAVAILABLE) after their running turn; new
   // ones are refused. Called before grpc::Server::Shutdown, which then waits for the rest.
@@ -64,13 +65,15 @@ class GistmemService final : public internal::RawGistmemService {
                                            ByteBuffer* response) override;
 
  private:
-  // Parses the request, runs `handler` (returning absl::StatusOr of the response message) on
-  // a worker and finishes the call with its result.
+  // Admits the caller (service/auth.h), parses the request, runs `handler(tenant, request)`
+  // (returning absl::StatusOr of the response message) on a worker and finishes the call with
+  // its result.
   template <typename Request, typename Handler>
   grpc::ServerUnaryReactor* RunUnary(Context* context, const ByteBuffer* request,
                                      ByteBuffer* response, Handler handler);
 
   const ServiceRuntime& runtime_;
+  Auth& auth_;
   SessionManager& sessions_;
   TurnExecutor& turns_;
   DocumentService& documents_;

@@ -19,8 +19,11 @@
 namespace gistmem::service {
 
 struct LiveSession {
-  explicit LiveSession(std::string session_id) : id(std::move(session_id)) {}
+  LiveSession(std::string tenant_id, std::string session_id)
+      : tenant(std::move(tenant_id)), id(std::move(session_id)) {}
+  std::string key() const { return tenant + "/" + id; }
 
+  const std::string tenant;
   const std::string id;
   // Set by DeleteSession; a running turn is cancelled and nothing more is committed.
   std::atomic<bool> deleted{false};

@@ -5,12 +5,33 @@
 #include <spdlog/spdlog.h>
 
 #include <exception>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "model/fingerprint.h"
 #include "store/rocks_store.h"
 
 namespace gistmem::service {
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path.string()));
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
+    const std::filesystem::path& cert, const std::filesystem::path& key) {
+  absl::StatusOr<std::string> chain = ReadPem(cert), private_key = ReadPem(key);
+  if (!chain.ok()) return chain.status();
+  if (!private_key.ok()) return private_key.status();
+  grpc::SslServerCredentialsOptions options;
+  options.pem_key_cert_pairs.push_back({*private_key, *chain});
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace
 
 Server::Server(const ServerConfig& config) : config_(config) {}
 
@@ -65,12 +86,28 @@ absl::Status Server::Init() {
   if (absl::Status counted = sessions_->Init(); !counted.ok()) return counted;
   turns_ = std::make_unique<TurnExecutor>(*runtime_, *sessions_);
   document_service_ = std::make_unique<DocumentService>(*runtime_, *sessions_);
-  service_ = std::make_unique<GistmemService>(*runtime_, *sessions_, *turns_, *document_service_);
+  if (config_.api_keys_file.empty()) {
+    auth_ = std::make_unique<Auth>();
+  } else {
+    absl::StatusOr<std::unique_ptr<Auth>> keys = Auth::FromFile(config_.api_keys_file);
+    if (!keys.ok()) return keys.status();
+    auth_ = *std::move(keys);
+  }
+  auth_->set_rate_limit(config_.tenant_rate_limit);
+  service_ =
+      std::make_unique<GistmemService>(*runtime_, *auth_, *sessions_, *turns_, *document_service_);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!config_.tls_cert.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
+        TlsCredentials(config_.tls_cert, config_.tls_key);
+    if (!tls.ok()) return tls.status();
+    credentials = *std::move(tls);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config_.listen_address, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(config_.listen_address, credentials, &port_);
   builder.RegisterService(service_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.max_message_bytes));
   server_ = builder.BuildAndStart();

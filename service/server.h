@@ -70,6 +70,7 @@ class Server {
   std::unique_ptr<TurnExecutor> turns_;
   std::unique_ptr<DocumentRegistry> documents_;
   std::unique_ptr<DocumentService> document_service_;
+  std::unique_ptr<Auth> auth_;
   std::unique_ptr<GistmemService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -41,17 +41,10 @@ std::string NewSessionId() {
 SessionManager::SessionManager(const ServiceRuntime& runtime) : runtime_(runtime) {}
 
 absl::Status SessionManager::Init() {
-  int64_t count = 0;
-  std::string token;
-  do {
-    absl::StatusOr<store::SessionPage> page =
-        runtime_.store.ListSessions(kDefaultTenant, store::kMaxPageSize, token);
-    if (!page.ok()) return page.status();
-    count += static_cast<int64_t>(page->sessions.size() + page->unreadable.size());
-    token = page->next_page_token;
-  } while (!token.empty());
-  stored_sessions_ = count;
-  spdlog::info("store holds {} sessions", count);
+  absl::StatusOr<int64_t> stored = runtime_.store.CountSessions();
+  if (!stored.ok()) return stored.status();
+  stored_sessions_ = *stored;
+  spdlog::info("store holds {} sessions", *stored);
   return absl::OkStatus();
 }
 
@@ -68,7 +61,7 @@ absl::Status SessionManager::ReserveStoredSession() {
 }
 
 absl::StatusOr<store::SessionRecord> SessionManager::Create(
-    const v1::CreateSessionRequest& request) {
+    std::string_view tenant, const v1::CreateSessionRequest& request) {
   const Limits& limits = runtime_.config.limits;
   const std::string id = request.session_id().empty() ? NewSessionId() : request.session_id();
   if (absl::Status valid = store::ValidateId("session id", id); !valid.ok()) return valid;
@@ -101,7 +94,7 @@ absl::StatusOr<store::SessionRecord> SessionManager::Create(
   }
 
   store::SessionRecord record;
-  record.set_tenant(std::string(kDefaultTenant));
+  record.set_tenant(std::string(tenant));
   record.set_session_id(id);
   record.set_model_fingerprint(runtime_.model_fingerprint);
   *record.mutable_policy() = PolicyResolver::ToProto(*policy);
@@ -121,18 +114,19 @@ absl::StatusOr<store::SessionRecord> SessionManager::Create(
   return record;
 }
 
-absl::StatusOr<store::SessionRecord> SessionManager::Get(std::string_view session_id) const {
-  return runtime_.store.GetSession(kDefaultTenant, session_id);
+absl::StatusOr<store::SessionRecord> SessionManager::Get(std::string_view tenant,
+                                                         std::string_view session_id) const {
+  return runtime_.store.GetSession(tenant, session_id);
 }
 
-absl::StatusOr<store::SessionPage> SessionManager::List(int page_size,
+absl::StatusOr<store::SessionPage> SessionManager::List(std::string_view tenant, int page_size,
                                                         std::string_view page_token) const {
   if (page_size < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("page_size must not be negative, got ", page_size));
   }
   absl::StatusOr<store::SessionPage> page =
-      runtime_.store.ListSessions(kDefaultTenant, page_size, page_token);
+      runtime_.store.ListSessions(tenant, page_size, page_token);
   if (page.ok()) {
     for (const store::UnreadableSession& bad : page->unreadable) {
       spdlog::warn("session {} is unreadable: {}", bad.session_id, bad.status.ToString());
@@ -141,18 +135,19 @@ absl::StatusOr<store::SessionPage> SessionManager::List(int page_size,
   return page;
 }
 
-absl::Status SessionManager::Delete(std::string_view session_id) {
+absl::Status SessionManager::Delete(std::string_view tenant, std::string_view session_id) {
   if (absl::Status valid = store::ValidateId("session id", session_id); !valid.ok()) return valid;
   {
     std::lock_guard lock(mutex_);
-    if (auto found = sessions_.find(std::string(session_id)); found != sessions_.end()) {
+    const std::string key = absl::StrCat(std::string(tenant), "/", std::string(session_id));
+    if (auto found = sessions_.find(key); found != sessions_.end()) {
       // Operations holding it see `deleted`: a running turn is cancelled, waiting ones fail.
       found->second->deleted = true;
       if (!found->second->busy) DropLocked(*found->second);
       sessions_.erase(found);
     }
   }
-  absl::Status deleted = runtime_.store.DeleteSession(kDefaultTenant, session_id);
+  absl::Status deleted = runtime_.store.DeleteSession(tenant, session_id);
   if (deleted.ok()) {
     stored_sessions_.fetch_sub(1);
     spdlog::info("session {} deleted", session_id);
@@ -160,19 +155,19 @@ absl::Status SessionManager::Delete(std::string_view session_id) {
   return deleted;
 }
 
-absl::StatusOr<store::SessionRecord> SessionManager::Fork(std::string_view session_id,
+absl::StatusOr<store::SessionRecord> SessionManager::Fork(std::string_view tenant,
+                                                          std::string_view session_id,
                                                           std::string_view new_session_id) {
   const std::string new_id = new_session_id.empty() ? NewSessionId() : std::string(new_session_id);
   if (absl::Status valid = store::ValidateId("new session id", new_id); !valid.ok()) return valid;
-  absl::StatusOr<store::SessionRecord> source =
-      runtime_.store.GetSession(kDefaultTenant, session_id);
+  absl::StatusOr<store::SessionRecord> source = runtime_.store.GetSession(tenant, session_id);
   if (!source.ok()) return source.status();
   if (absl::Status usable = CheckUsable(*source, runtime_.model_fingerprint); !usable.ok()) {
     return usable;
   }
   if (absl::Status room = ReserveStoredSession(); !room.ok()) return room;
   absl::StatusOr<store::SessionRecord> forked =
-      runtime_.store.ForkSession(kDefaultTenant, session_id, new_id);
+      runtime_.store.ForkSession(tenant, session_id, new_id);
   if (!forked.ok()) {
     stored_sessions_.fetch_sub(1);
     return forked.status();
@@ -181,12 +176,11 @@ absl::StatusOr<store::SessionRecord> SessionManager::Fork(std::string_view sessi
   return forked;
 }
 
-absl::StatusOr<v1::SessionStats> SessionManager::Stats(std::string_view session_id) const {
-  absl::StatusOr<store::SessionRecord> record =
-      runtime_.store.GetSession(kDefaultTenant, session_id);
+absl::StatusOr<v1::SessionStats> SessionManager::Stats(std::string_view tenant,
+                                                       std::string_view session_id) const {
+  absl::StatusOr<store::SessionRecord> record = runtime_.store.GetSession(tenant, session_id);
   if (!record.ok()) return record.status();
-  absl::StatusOr<store::SessionStorageStats> storage =
-      runtime_.store.Stats(kDefaultTenant, session_id);
+  absl::StatusOr<store::SessionStorageStats> storage = runtime_.store.Stats(tenant, session_id);
   if (!storage.ok()) return storage.status();
 
   v1::SessionStats stats;
@@ -212,21 +206,23 @@ absl::StatusOr<v1::SessionStats> SessionManager::Stats(std::string_view session_
   stats.set_bytes_gpu(0);
   {
     std::lock_guard lock(mutex_);
-    if (auto found = sessions_.find(std::string(session_id)); found != sessions_.end()) {
+    const std::string key = absl::StrCat(std::string(tenant), "/", std::string(session_id));
+    if (auto found = sessions_.find(key); found != sessions_.end()) {
       stats.set_bytes_host(found->second->cache_bytes.load());
     }
   }
   return stats;
 }
 
-absl::Status SessionManager::RunExclusive(std::string_view session_id, bool if_idle,
-                                          Operation operation) {
+absl::Status SessionManager::RunExclusive(std::string_view tenant, std::string_view session_id,
+                                          bool if_idle, Operation operation) {
   if (absl::Status valid = store::ValidateId("session id", session_id); !valid.ok()) return valid;
   std::shared_ptr<LiveSession> session;
   {
     std::lock_guard lock(mutex_);
-    std::shared_ptr<LiveSession>& entry = sessions_[std::string(session_id)];
-    if (!entry) entry = std::make_shared<LiveSession>(std::string(session_id));
+    const std::string key = absl::StrCat(std::string(tenant), "/", std::string(session_id));
+    std::shared_ptr<LiveSession>& entry = sessions_[key];
+    if (!entry) entry = std::make_shared<LiveSession>(std::string(tenant), std::string(session_id));
     session = entry;
     if (session->busy) {
       if (if_idle) {
@@ -295,16 +291,16 @@ absl::Status SessionManager::EnsureLoaded(LiveSession& session) {
 
 absl::Status SessionManager::LoadFromStore(LiveSession& session) {
   absl::StatusOr<store::SessionRecord> record =
-      runtime_.store.GetSession(kDefaultTenant, session.id);
+      runtime_.store.GetSession(session.tenant, session.id);
   if (!record.ok()) return record.status();
   if (absl::Status usable = CheckUsable(*record, runtime_.model_fingerprint); !usable.ok()) {
     return usable;
   }
   absl::StatusOr<std::vector<store::TurnRecord>> transcript =
-      runtime_.store.LoadTranscript(kDefaultTenant, session.id);
+      runtime_.store.LoadTranscript(session.tenant, session.id);
   if (!transcript.ok()) return transcript.status();
   absl::StatusOr<std::vector<store::KvSegment>> segments =
-      runtime_.store.LoadKvSegments(kDefaultTenant, session.id);
+      runtime_.store.LoadKvSegments(session.tenant, session.id);
   if (!segments.ok()) return segments.status();
 
   session.stream.clear();
@@ -321,7 +317,7 @@ absl::Status SessionManager::LoadFromStore(LiveSession& session) {
   session.memory = std::make_unique<memory::SessionMemory>(runtime_.model.config(), *policy);
   for (const store::v1::AttachedDocumentRecord& attached : stored.documents()) {
     absl::StatusOr<LoadedDocument> document =
-        runtime_.documents.Load(kDefaultTenant, attached.document_id());
+        runtime_.documents.Load(session.tenant, attached.document_id());
     if (!document.ok()) {
       return absl::Status(document.status().code(),
                           absl::StrCat("session ", session.id, ": ", document.status().message()));
@@ -376,7 +372,7 @@ void SessionManager::ReleaseSession(const std::shared_ptr<LiveSession>& session,
       session->waiting.pop_front();
     } else {
       session->busy = false;
-      auto found = sessions_.find(session->id);
+      auto found = sessions_.find(session->key());
       const bool current = found != sessions_.end() && found->second == session;
       if (current && session->loaded) {
         session->lru_position = lru_.insert(lru_.end(), session.get());
@@ -400,7 +396,7 @@ void SessionManager::EvictLocked(int64_t sessions_to_free) {
     LiveSession* victim = lru_.front();
     spdlog::debug("session {} leaves memory ({} bytes)", victim->id, victim->accounted_bytes);
     DropLocked(*victim);
-    sessions_.erase(victim->id);  // last use of `victim`: the map held its only reference
+    sessions_.erase(victim->key());  // last use of `victim`: the map held its only reference
     --sessions_to_free;
   }
 }

@@ -32,14 +32,20 @@ class SessionManager {
   absl::Status Init();
 
   // Unary operations. They do store I/O: call them from a worker thread.
-  absl::StatusOr<store::SessionRecord> Create(const v1::CreateSessionRequest& request);
-  absl::StatusOr<store::SessionRecord> Get(std::string_view session_id) const;
-  absl::StatusOr<store::SessionPage> List(int page_size, std::string_view page_token) const;
+  // Every session belongs to a tenant (service/auth.h); a session id names a session only
+  // within its tenant.
+  absl::StatusOr<store::SessionRecord> Create(std::string_view tenant,
+                                              const v1::CreateSessionRequest& request);
+  absl::StatusOr<store::SessionRecord> Get(std::string_view tenant,
+                                           std::string_view session_id) const;
+  absl::StatusOr<store::SessionPage> List(std::string_view tenant, int page_size,
+                                          std::string_view page_token) const;
   // Cancels a running turn of the session and removes it from memory and store.
-  absl::Status Delete(std::string_view session_id);
-  absl::StatusOr<store::SessionRecord> Fork(std::string_view session_id,
+  absl::Status Delete(std::string_view tenant, std::string_view session_id);
+  absl::StatusOr<store::SessionRecord> Fork(std::string_view tenant, std::string_view session_id,
                                             std::string_view new_session_id);
-  absl::StatusOr<v1::SessionStats> Stats(std::string_view session_id) const;
+  absl::StatusOr<v1::SessionStats> Stats(std::string_view tenant,
+                                         std::string_view session_id) const;
 
   // Called by an operation when it is done with the session; false drops the session from
   // memory (its state may differ from the store after a failure).
@@ -53,7 +59,8 @@ class SessionManager {
   // The operation must call `release` exactly once, possibly later and from another thread.
   // Returns ABORTED (without running it) when `if_idle` and the session is busy, and
   // INVALID_ARGUMENT for a malformed id.
-  absl::Status RunExclusive(std::string_view session_id, bool if_idle, Operation operation);
+  absl::Status RunExclusive(std::string_view tenant, std::string_view session_id, bool if_idle,
+                            Operation operation);
 
   int64_t sessions_in_memory() const;
   int64_t cache_bytes_in_memory() const;
@@ -71,7 +78,7 @@ class SessionManager {
 
   const ServiceRuntime& runtime_;
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, std::shared_ptr<LiveSession>> sessions_;
+  std::unordered_map<std::string, std::shared_ptr<LiveSession>> sessions_;  // "tenant/id"
   std::list<LiveSession*> lru_;  // idle loaded sessions, least recently used first
   int64_t sessions_in_memory_ = 0;
   int64_t bytes_in_memory_ = 0;

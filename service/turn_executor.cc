@@ -73,7 +73,7 @@ void TurnExecutor::Submit(TurnRequest request, std::shared_ptr<TurnObserver> obs
   turn->observer = std::move(observer);
   turn->request = std::move(request);
   absl::Status queued =
-      sessions_.RunExclusive(turn->request.session_id, turn->request.if_idle,
+      sessions_.RunExclusive(turn->request.tenant, turn->request.session_id, turn->request.if_idle,
                              [this, turn](absl::StatusOr<std::shared_ptr<LiveSession>> session,
                                           SessionManager::Release release) {
                                turn->release = std::move(release);

@@ -30,6 +30,7 @@ struct TurnRequest {
     kGenerate,  // read the message (if any), then reply
   };
   Kind kind = Kind::kGenerate;
+  std::string tenant;  // the caller's (service/auth.h)
   std::string session_id;
   std::string role;     // empty: "user"
   std::string content;  // empty for Generate: continue from the current stream

@@ -22,6 +22,11 @@
 namespace gistmem::store {
 namespace {
 
+absl::Status ValidateDocumentIds(std::string_view tenant, std::string_view document_id) {
+  if (absl::Status tenant_ok = ValidateId("tenant", tenant); !tenant_ok.ok()) return tenant_ok;
+  return ValidateId("document id", document_id);
+}
+
 absl::Status ValidateSessionIds(std::string_view tenant, std::string_view session_id) {
   if (absl::Status status = ValidateId("tenant", tenant); !status.ok()) return status;
   return ValidateId("session id", session_id);
@@ -433,8 +438,17 @@ absl::StatusOr<SessionStorageStats> RocksStore::Stats(std::string_view tenant,
   return stats;
 }
 
+absl::StatusOr<int64_t> RocksStore::CountSessions() const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), sessions_));
+  int64_t count = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next())
+    ++count;
+  if (!it->status().ok()) return FromRocksStatus(it->status(), "counting sessions");
+  return count;
+}
+
 absl::Status RocksStore::PutDocument(const DocumentRecord& record, std::string_view payload) {
-  if (absl::Status ids = ValidateSessionIds(record.tenant(), record.document_id()); !ids.ok()) {
+  if (absl::Status ids = ValidateDocumentIds(record.tenant(), record.document_id()); !ids.ok()) {
     return ids;
   }
   const std::string key = SessionKey(record.tenant(), record.document_id());
@@ -452,7 +466,7 @@ absl::Status RocksStore::PutDocument(const DocumentRecord& record, std::string_v
 
 absl::StatusOr<StoredDocument> RocksStore::GetDocument(std::string_view tenant,
                                                        std::string_view document_id) const {
-  if (absl::Status ids = ValidateSessionIds(tenant, document_id); !ids.ok()) return ids;
+  if (absl::Status ids = ValidateDocumentIds(tenant, document_id); !ids.ok()) return ids;
   const std::string key = SessionKey(tenant, document_id);
   absl::StatusOr<std::optional<std::string>> value = ReadValue(documents_, key, nullptr);
   if (!value.ok()) return value.status();

@@ -53,6 +53,7 @@ class RocksStore final : public Store {
                                                         std::string_view session_id) const override;
   absl::StatusOr<SessionStorageStats> Stats(std::string_view tenant,
                                             std::string_view session_id) const override;
+  absl::StatusOr<int64_t> CountSessions() const override;
   absl::Status PutDocument(const DocumentRecord& record, std::string_view payload) override;
   absl::StatusOr<StoredDocument> GetDocument(std::string_view tenant,
                                              std::string_view document_id) const override;

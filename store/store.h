@@ -103,6 +103,9 @@ class Store {
   virtual absl::StatusOr<SessionStorageStats> Stats(std::string_view tenant,
                                                     std::string_view session_id) const = 0;
 
+  // Sessions of every tenant (for a server-wide limit).
+  virtual absl::StatusOr<int64_t> CountSessions() const = 0;
+
   // Documents are content-addressed: putting one whose id exists already changes nothing
   // and returns ALREADY_EXISTS (the caller may treat it as success). Synced.
   virtual absl::Status PutDocument(const DocumentRecord& record, std::string_view payload) = 0;
