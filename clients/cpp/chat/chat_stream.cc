@@ -5,9 +5,10 @@
 namespace gistmem::chat {
 
 ChatStream::ChatStream(v1::Gistmem::Stub& stub, std::string session_id,
-                       std::chrono::milliseconds deadline)
+                       std::chrono::milliseconds deadline, const std::string& api_key)
     : session_id_(std::move(session_id)) {
   if (deadline.count() > 0) context_.set_deadline(std::chrono::system_clock::now() + deadline);
+  if (!api_key.empty()) context_.AddMetadata("x-api-key", api_key);
   stream_ = stub.Chat(&context_);
 }
 

@@ -27,7 +27,8 @@ class ChatStream {
  public:
   using DeltaCallback = std::function<void(const v1::TokenDelta&)>;
 
-  ChatStream(v1::Gistmem::Stub& stub, std::string session_id, std::chrono::milliseconds deadline);
+  ChatStream(v1::Gistmem::Stub& stub, std::string session_id, std::chrono::milliseconds deadline,
+             const std::string& api_key = "");
   ~ChatStream();
   ChatStream(const ChatStream&) = delete;
   ChatStream& operator=(const ChatStream&) = delete;

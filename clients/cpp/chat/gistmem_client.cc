@@ -2,14 +2,27 @@
 
 namespace gistmem::chat {
 
-GistmemClient::GistmemClient(const std::string& address, std::chrono::milliseconds deadline)
-    : deadline_(deadline),
-      channel_(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())),
+namespace {
+
+std::shared_ptr<grpc::ChannelCredentials> Credentials(const Connection& connection) {
+  if (connection.tls_ca_pem.empty()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = connection.tls_ca_pem;
+  return grpc::SslCredentials(options);
+}
+
+}  // namespace
+
+GistmemClient::GistmemClient(const Connection& connection)
+    : deadline_(connection.deadline),
+      api_key_(connection.api_key),
+      channel_(grpc::CreateChannel(connection.address, Credentials(connection))),
       stub_(v1::Gistmem::NewStub(channel_)),
       health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
 void GistmemClient::ApplyDeadline(grpc::ClientContext* context) const {
   if (deadline_.count() > 0) context->set_deadline(std::chrono::system_clock::now() + deadline_);
+  if (!api_key_.empty()) context->AddMetadata("x-api-key", api_key_);
 }
 
 grpc::Status GistmemClient::CreateSession(const v1::CreateSessionRequest& request,
@@ -62,7 +75,7 @@ grpc::Status GistmemClient::CheckHealth(
 }
 
 std::unique_ptr<ChatStream> GistmemClient::OpenChat(const std::string& session_id) {
-  return std::make_unique<ChatStream>(*stub_, session_id, deadline_);
+  return std::make_unique<ChatStream>(*stub_, session_id, deadline_, api_key_);
 }
 
 }  // namespace gistmem::chat

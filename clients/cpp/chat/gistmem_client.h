@@ -14,10 +14,19 @@
 
 namespace gistmem::chat {
 
+// How to reach the server: its address, each RPC's deadline (zero: none), the API key sent as
+// "x-api-key" metadata (empty: none), and the PEM of the CA that signed the server's TLS
+// certificate (empty: plaintext).
+struct Connection {
+  std::string address;
+  std::chrono::milliseconds deadline{0};
+  std::string api_key;
+  std::string tls_ca_pem;
+};
+
 class GistmemClient {
  public:
-  // deadline applies to each RPC; zero means none.
-  GistmemClient(const std::string& address, std::chrono::milliseconds deadline);
+  explicit GistmemClient(const Connection& connection);
 
   grpc::Status CreateSession(const v1::CreateSessionRequest& request, v1::Session* session);
   grpc::Status GetSession(const std::string& session_id, v1::Session* session);
@@ -33,6 +42,7 @@ class GistmemClient {
   void ApplyDeadline(grpc::ClientContext* context) const;
 
   std::chrono::milliseconds deadline_;
+  std::string api_key_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Gistmem::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;

@@ -18,7 +18,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gistmem-chat: %s (--help for usage)\n", e.what());
     return kExitUsage;
   }
-  GistmemClient client(options.server, options.deadline);
+  GistmemClient client({.address = options.server,
+                        .deadline = options.deadline,
+                        .api_key = options.api_key,
+                        .tls_ca_pem = options.tls_ca_pem});
   switch (options.mode) {
     case Mode::kHealth:
       return RunHealthCheck(options, client);

@@ -8,6 +8,9 @@
 #include <absl/strings/match.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <optional>
 
 #include "clients/cpp/chat/repeated_flags.h"
@@ -35,6 +38,10 @@ ABSL_FLAG(bool, json, false, "scripted: print one JSON object per line (see --he
 ABSL_FLAG(bool, stats, false, "print the session's SessionStats as JSON (after any turns)");
 ABSL_FLAG(bool, health, false, "grpc.health.v1 Check: exit 0 when SERVING, 1 otherwise");
 ABSL_FLAG(std::string, health_service, "", "service name for --health; empty = the server");
+ABSL_FLAG(std::string, api_key, "",
+          "API key for a server that needs one (default: $GISTMEM_API_KEY)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM file of the CA of the server's TLS certificate; empty = plaintext");
 ABSL_FLAG(int64_t, deadline_ms, 0, "deadline of each RPC in ms (a Chat stream is one); 0 = none");
 
 namespace gistmem::chat {
@@ -176,6 +183,15 @@ ChatOptions ParseOptions(int argc, char** argv) {
   const int64_t deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
   if (deadline_ms < 0) throw UsageError("--deadline_ms must be >= 0");
   options.deadline = std::chrono::milliseconds(deadline_ms);
+  options.api_key = absl::GetFlag(FLAGS_api_key);
+  if (const char* env = std::getenv("GISTMEM_API_KEY"); options.api_key.empty() && env) {
+    options.api_key = env;
+  }
+  if (const std::string ca = absl::GetFlag(FLAGS_tls_ca); !ca.empty()) {
+    std::ifstream in(ca);
+    if (!in) throw UsageError("cannot read --tls_ca " + ca);
+    options.tls_ca_pem.assign(std::istreambuf_iterator<char>(in), {});
+  }
   options.mode = ModeOf(options, absl::GetFlag(FLAGS_health));
   Validate(options);
   return options;

@@ -42,6 +42,8 @@ struct ChatOptions {
   bool stats = false;
   std::string health_service;
   std::chrono::milliseconds deadline{0};  // per RPC; 0 = none
+  std::string api_key;                    // --api_key, or $GISTMEM_API_KEY
+  std::string tls_ca_pem;                 // the contents of --tls_ca
 };
 
 // Parses argv (absl flags plus the ordered, repeatable --message/--append); throws UsageError.

@@ -21,13 +21,13 @@ class ChatSession:
     Use it from one thread; `cancel()` may be called from another while a Reply is read.
     """
 
-    def __init__(self, stub, session_id: str, timeout: Optional[float] = None):
+    def __init__(self, stub, session_id: str, timeout: Optional[float] = None, metadata=None):
         self.session_id = session_id
         self._requests: "queue.SimpleQueue" = queue.SimpleQueue()
         self._first_request = True
         self._current: Optional[Reply] = None
         self._closed = False
-        self._call = stub.Chat(self._request_iterator(), timeout=timeout)
+        self._call = stub.Chat(self._request_iterator(), timeout=timeout, metadata=metadata)
 
     def _request_iterator(self):
         # gRPC reads this from its own thread; ending it half-closes the stream.

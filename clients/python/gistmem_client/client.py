@@ -25,10 +25,21 @@ class GistmemClient:
     """
 
     def __init__(self, address: str, *, timeout: Optional[float] = None,
-                 channel_options: Sequence[Tuple[str, object]] = ()):
+                 channel_options: Sequence[Tuple[str, object]] = (),
+                 api_key: Optional[str] = None, tls_root_certificates: Optional[bytes] = None):
+        """api_key: sent as "x-api-key" metadata on every call (servers run with
+        --api_keys_file need one). tls_root_certificates: PEM of the CA of the server's TLS
+        certificate; None means a plaintext channel."""
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address, options=list(channel_options))
+        metadata = (("x-api-key", api_key),) if api_key else None
+        self._call_options = {"timeout": timeout, "metadata": metadata}
+        if tls_root_certificates is None:
+            self._channel = grpc.insecure_channel(address, options=list(channel_options))
+        else:
+            credentials = grpc.ssl_channel_credentials(root_certificates=tls_root_certificates)
+            self._channel = grpc.secure_channel(address, credentials,
+                                                options=list(channel_options))
         self._stub = pb_grpc.GistmemStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -55,7 +66,7 @@ class GistmemClient:
         """grpc.health.v1 Check: "SERVING", "NOT_SERVING", "UNKNOWN" or "SERVICE_UNKNOWN"."""
         with rpc_errors():
             response = self._health.Check(health_pb2.HealthCheckRequest(service=service),
-                                          timeout=self.timeout)
+                                          **self._call_options)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     # Sessions.
@@ -73,12 +84,12 @@ class GistmemClient:
                                               **(default_sampling or {})),
                                           labels=labels or {})
         with rpc_errors():
-            return self._stub.CreateSession(request, timeout=self.timeout)
+            return self._stub.CreateSession(request, **self._call_options)
 
     def get_session(self, session_id: str) -> "pb.Session":
         with rpc_errors():
             return self._stub.GetSession(pb.GetSessionRequest(session_id=session_id),
-                                         timeout=self.timeout)
+                                         **self._call_options)
 
     def list_sessions(self, page_size: int = 0) -> Iterator["pb.Session"]:
         """Every session, fetched page by page as the iterator advances."""
@@ -87,7 +98,7 @@ class GistmemClient:
             with rpc_errors():
                 response = self._stub.ListSessions(
                     pb.ListSessionsRequest(page_size=page_size, page_token=page_token),
-                    timeout=self.timeout)
+                    **self._call_options)
             yield from response.sessions
             page_token = response.next_page_token
             if not page_token:
@@ -96,21 +107,21 @@ class GistmemClient:
     def delete_session(self, session_id: str) -> None:
         with rpc_errors():
             self._stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id),
-                                     timeout=self.timeout)
+                                     **self._call_options)
 
     def fork_session(self, session_id: str, new_session_id: str = "") -> "pb.Session":
         """A new session starting from a copy of this one's memory."""
         with rpc_errors():
             return self._stub.ForkSession(
                 pb.ForkSessionRequest(session_id=session_id, new_session_id=new_session_id),
-                timeout=self.timeout)
+                **self._call_options)
 
     def stats(self, session_id: str) -> "pb.SessionStats":
         """Where the session's memory stands; document_entries and documents count the shared
         documents attached to it (not in retained_entries nor bytes_host)."""
         with rpc_errors():
             return self._stub.GetSessionStats(pb.GetSessionStatsRequest(session_id=session_id),
-                                              timeout=self.timeout)
+                                              **self._call_options)
 
     # Turns.
 
@@ -119,7 +130,7 @@ class GistmemClient:
         request = pb.AppendRequest(session_id=session_id,
                                    message=pb.Message(role=role, content=content))
         with rpc_errors():
-            return Usage.from_proto(self._stub.Append(request, timeout=self.timeout).usage)
+            return Usage.from_proto(self._stub.Append(request, **self._call_options).usage)
 
     def generate(self, session_id: str, message: str = "", role: str = "user", *,
                  if_idle: bool = False, **sampling) -> Reply:
@@ -130,12 +141,12 @@ class GistmemClient:
                                      message=pb.Message(role=role, content=message),
                                      sampling=sampling_params(**sampling), if_idle=if_idle)
         with rpc_errors():
-            events = self._stub.Generate(request, timeout=self.timeout)
+            events = self._stub.Generate(request, **self._call_options)
         return Reply(events, session_id)
 
     def chat(self, session_id: str, timeout: Optional[float] = None) -> ChatSession:
         """A ChatSession: one Chat stream for many turns (timeout bounds the whole stream)."""
-        return ChatSession(self._stub, session_id, timeout)
+        return ChatSession(self._stub, session_id, timeout, self._call_options["metadata"])
 
     # Shared documents.
 
@@ -150,13 +161,13 @@ class GistmemClient:
         request = pb.PutDocumentRequest(text=text, policy=memory_policy(policy),
                                         labels=labels or {}, role=role or "")
         with rpc_errors():
-            return Document.from_proto(self._stub.PutDocument(request, timeout=self.timeout))
+            return Document.from_proto(self._stub.PutDocument(request, **self._call_options))
 
     def get_document(self, document_id: str) -> Document:
         """A stored document (created is False)."""
         with rpc_errors():
             return Document.from_proto(self._stub.GetDocument(
-                pb.GetDocumentRequest(document_id=document_id), timeout=self.timeout))
+                pb.GetDocumentRequest(document_id=document_id), **self._call_options))
 
     def attach_document(self, session_id: str, document_id: str, *,
                         if_idle: bool = False) -> Attachment:
@@ -166,4 +177,4 @@ class GistmemClient:
         request = pb.AttachDocumentRequest(session_id=session_id, document_id=document_id,
                                            if_idle=if_idle)
         with rpc_errors():
-            return Attachment.from_proto(self._stub.AttachDocument(request, timeout=self.timeout))
+            return Attachment.from_proto(self._stub.AttachDocument(request, **self._call_options))
