@@ -163,6 +163,37 @@ class ChatCliTest(ServerTestCase):
         self.assert_fails_with(process, "ALREADY_EXISTS")
 
 
+class ApiKeyTest(ServerTestCase):
+    """A server with API keys: gistmem-chat presents one with --api_key or $GISTMEM_API_KEY."""
+
+    KEY = "cli-test-key-0123456789"
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory(prefix="gistmem-chat-keys-")
+        self.addCleanup(tmp.cleanup)
+        keys = os.path.join(tmp.name, "keys")
+        with open(keys, "w") as f:
+            f.write(f"{self.KEY} tenant-a\n")
+        self.server = ServerProcess(os.path.join(tmp.name, "db"), ("--api_keys_file", keys))
+        self.addCleanup(self.server.kill)
+        self.address = self.server.start()
+
+    def test_a_key_is_needed_and_scopes_the_sessions(self):
+        self.assert_fails_with(self.chat(self.address, "--new", "--message", FIRST),
+                               "UNAUTHENTICATED")
+        self.assert_fails_with(self.chat(self.address, "--api_key", "wrong-key-0000000000",
+                                         "--new"), "UNAUTHENTICATED")
+        [turn] = self.chat_json(self.address, "--api-key", self.KEY, "--new", "--message", FIRST,
+                                *GREEDY)
+        os.environ["GISTMEM_API_KEY"] = self.KEY
+        try:
+            [again] = self.chat_json(self.address, "--session", turn["session_id"], "--message",
+                                     SECOND, *GREEDY)
+        finally:
+            del os.environ["GISTMEM_API_KEY"]
+        self.assertEqual(again["session_id"], turn["session_id"])
+
+
 class ResumeTest(ServerTestCase):
     """A session continued after a restart replies exactly as one that never stopped."""
 

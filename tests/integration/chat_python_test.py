@@ -324,5 +324,41 @@ class PythonResumeAfterKillTest(unittest.TestCase):
         self.assertEqual([summary(r) for r in resumed], [summary(r) for r in expected[1:]])
 
 
+
+class KeysAndTlsTest(unittest.TestCase):
+    """A server with API keys behind TLS (a certificate made here with openssl)."""
+
+    KEY = "python-test-key-000111222"
+
+    def test_key_and_certificate(self):
+        tmp = tempfile.TemporaryDirectory(prefix="gistmem-python-tls-")
+        self.addCleanup(tmp.cleanup)
+        cert, key = os.path.join(tmp.name, "cert.pem"), os.path.join(tmp.name, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        keys = os.path.join(tmp.name, "keys")
+        with open(keys, "w") as f:
+            f.write(f"{self.KEY} team-python\n")
+        server = ServerProcess(os.path.join(tmp.name, "db"),
+                               ("--api_keys_file", keys, "--tls_cert", cert, "--tls_key", key))
+        self.addCleanup(server.kill)
+        address = server.start()
+        with open(cert, "rb") as f:
+            root = f.read()
+        with GistmemClient(address, timeout=60, api_key=self.KEY,
+                           tls_root_certificates=root) as client:
+            session = client.create_session(system_prompt="Secure.")
+            self.assertTrue(session.session_id)
+        with GistmemClient(address, timeout=60, tls_root_certificates=root) as anonymous:
+            with self.assertRaises(GistmemError) as caught:
+                anonymous.create_session(system_prompt="No key.")
+            self.assertEqual(caught.exception.code, grpc.StatusCode.UNAUTHENTICATED)
+        with GistmemClient(address, timeout=10, api_key=self.KEY) as plaintext:
+            with self.assertRaises(GistmemError) as caught:
+                plaintext.create_session(system_prompt="Plaintext.")
+            self.assertEqual(caught.exception.code, grpc.StatusCode.UNAVAILABLE)
+
 if __name__ == "__main__":
     unittest.main()
