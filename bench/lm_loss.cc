@@ -106,8 +106,8 @@ struct Totals {
 };
 
 // One row through a fresh session memory; adds its targets' losses to `t`.
-void Row(model::CpuTransformer& engine, const memory::Policy& policy,
-         std::span<const int32_t> raw, Totals& t) {
+void Row(model::CpuTransformer& engine, const memory::Policy& policy, std::span<const int32_t> raw,
+         Totals& t) {
   const int64_t vocab = engine.config().vocab_size;
   memory::SessionMemory memory(engine.config(), policy);
   memory.BeginTurn();
@@ -169,8 +169,8 @@ int Loss(const std::filesystem::path& model_dir, const std::string& rows_path, i
         "{\"policy\": \"%s\", \"describe\": \"%s\", \"rows\": %ld, \"targets\": %ld, "
         "\"loss\": %.6f, \"far_targets\": %ld, \"far_loss\": %.6f, \"token_acc\": %.6f, "
         "\"retained_at_end_mean\": %.2f, \"most_retained\": %ld, \"stream_at_end_mean\": %.2f}\n",
-        spec.c_str(), memory::Describe(policy).c_str(), t.rows, t.n, t.loss / double(t.n),
-        t.far_n, t.far_loss / double(t.far_n), double(t.right) / double(t.n),
+        spec.c_str(), memory::Describe(policy).c_str(), t.rows, t.n, t.loss / double(t.n), t.far_n,
+        t.far_loss / double(t.far_n), double(t.right) / double(t.n),
         double(t.retained_sum) / double(t.rows), t.most_retained,
         double(t.stream_sum) / double(t.rows));
     std::fflush(stdout);
