@@ -277,6 +277,15 @@ int64_t SessionMemory::RestoreEntry(const EntryInfo& info, int64_t position) {
 }
 
 absl::Status SessionMemory::FinishRestore(const MemoryState& state) {
+  if (state.raw_tokens < 0 || state.raw_tokens > state.stream_tokens || state.pooled_spans < 0 ||
+      state.next_serial < 0 ||
+      (policy_.kind == PolicyKind::kPool &&
+       state.pooled_spans > state.raw_tokens / policy_.ratio)) {
+    return absl::DataLossError(absl::StrCat("stored memory state is impossible: ", state.raw_tokens,
+                                            " raw tokens, ", state.stream_tokens,
+                                            " stream tokens, ", state.pooled_spans,
+                                            " pooled spans, serial ", state.next_serial));
+  }
   for (size_t i = 0; i < entries_.size(); ++i) {
     const EntryInfo& e = entries_[i];
     if ((i > 0 && e.serial <= entries_[i - 1].serial) || e.serial >= state.next_serial ||

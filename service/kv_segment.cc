@@ -49,10 +49,24 @@ absl::Status CheckHeader(const model::ModelConfig& config, const store::KvSegmen
         "segment says ", count, " entries but lists ", header.positions_size(), " positions, ",
         header.entry_kinds_size(), " kinds, ", header.serials_size(), " serials"));
   }
+  const memory::Policy& policy = memory.policy();
   for (int32_t kind : header.entry_kinds()) {
     if (kind < static_cast<int32_t>(memory::EntryKind::kRaw) ||
         kind > static_cast<int32_t>(memory::EntryKind::kPooled)) {
       return absl::DataLossError(absl::StrCat("segment entry of unknown kind ", kind));
+    }
+    // Only kinds the session's policy makes (a pooled entry under full would divide by r = 0).
+    const auto entry_kind = static_cast<memory::EntryKind>(kind);
+    const bool possible =
+        (entry_kind == memory::EntryKind::kRaw) ||
+        (entry_kind == memory::EntryKind::kSink && policy.kind != memory::PolicyKind::kFull &&
+         policy.sink_tokens > 0) ||
+        (entry_kind == memory::EntryKind::kGist && policy.kind == memory::PolicyKind::kGist) ||
+        (entry_kind == memory::EntryKind::kPooled && policy.kind == memory::PolicyKind::kPool);
+    if (!possible) {
+      return absl::DataLossError(absl::StrCat("segment entry of kind ",
+                                              std::string(memory::EntryKindName(entry_kind)),
+                                              " under policy ", memory::Describe(policy)));
     }
   }
   const size_t block = static_cast<size_t>(count) * RowBytes(cache);

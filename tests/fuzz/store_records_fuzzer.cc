@@ -166,30 +166,6 @@ void FixUp(store::KvSegmentHeader& header, std::string& payload, const memory::P
   }
 }
 
-// Bugs found here and reported, not yet fixed: inputs that reach them are skipped so that the
-// fuzzer looks for others. GISTMEM_FUZZ_KNOWN_BUGS=1 lets them through (to replay
-// tests/fuzz/crashes/). See README.md, "Findings".
-bool KnownBugs() {
-  static const bool skip = [] {
-    const char* value = std::getenv("GISTMEM_FUZZ_KNOWN_BUGS");
-    return value == nullptr || std::string_view(value) != "1";
-  }();
-  return skip;
-}
-
-bool HitsKnownBug(const std::vector<store::KvSegment>& segments, const memory::Policy& policy) {
-  for (const store::KvSegment& segment : segments) {
-    for (int32_t kind : segment.header.entry_kinds()) {
-      // 1: a pooled entry under a policy without a ratio (full, window): SessionMemory::
-      // VisibilityOf divides its raw index by ratio 0 (SIGFPE) before anything checks it.
-      if (kind == static_cast<int32_t>(memory::EntryKind::kPooled) && policy.ratio == 0) {
-        return true;
-      }
-    }
-  }
-  return false;
-}
-
 std::string MaybeWrap(store::RecordType type, std::string_view bytes, bool wrap) {
   return wrap ? store::EncodeRecord(type, bytes) : std::string(bytes);
 }
@@ -225,7 +201,6 @@ void Restore(Reader& in) {
     FixUp(segment.header, segment.payload, *policy, flags);
     segments.push_back(std::move(segment));
   }
-  if (KnownBugs() && HitsKnownBug(segments, *policy)) return;
   memory::SessionMemory restored(config, *policy);
   const absl::Status status =
       service::RestoreMemory(config, segments, gistmem::fuzz::Fingerprint(), state, restored);
@@ -239,11 +214,7 @@ void Restore(Reader& in) {
   // The server plans a turn only when the stream has room for it (max_position_embeddings).
   const bool room =
       state.stream_tokens >= 0 && state.stream_tokens < config.max_position_embeddings;
-  // 2: FinishRestore accepts a state whose raw clock is past its stream (raw_tokens >
-  // stream_tokens, or negative); planning from it then overflows int64 (Plan's raw_index + 1).
-  const bool known_bug =
-      KnownBugs() && (state.raw_tokens < 0 || state.raw_tokens > state.stream_tokens);
-  if (room && !known_bug) (void)restored.Plan(tokens);
+  if (room) (void)restored.Plan(tokens);
   restored.BeginTurn();
   restored.Rollback();
   if (!(restored.state() == state)) Fail("rollback of an empty turn changed the state");

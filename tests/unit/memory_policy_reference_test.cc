@@ -255,6 +255,17 @@ TEST(SessionMemoryTest, RollbackRestoresTheCacheBitForBit) {
   }
 }
 
+TEST(SessionMemoryTest, AnImpossibleStoredStateIsDataLoss) {
+  const Fixture& f = Load();
+  for (const MemoryState bad :
+       {MemoryState{.stream_tokens = 4, .raw_tokens = 9},
+        MemoryState{.stream_tokens = 4, .raw_tokens = -1},
+        MemoryState{.stream_tokens = 4, .raw_tokens = 4, .next_serial = -2}}) {
+    SessionMemory memory(f.model->config(), Policy{});
+    EXPECT_EQ(memory.FinishRestore(bad).code(), absl::StatusCode::kDataLoss);
+  }
+}
+
 TEST(PolicyTest, ValidationNamesTheBadParameter) {
   Policy gist{
       .kind = PolicyKind::kGist, .ratio = 4, .window = 6, .sink_tokens = 2, .gist_token_id = 5};
