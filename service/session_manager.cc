@@ -338,6 +338,15 @@ absl::Status SessionManager::LoadFromStore(LiveSession& session) {
       !restored.ok()) {
     return absl::DataLossError(absl::StrCat("session ", session.id, ": ", restored.message()));
   }
+  // A missing segment passes every checksum: the entries must be the ones the state counted.
+  const memory::RetainedCounts counts = session.memory->Counts();
+  if (counts.sink != stored.sink_entries() || counts.raw != stored.raw_entries() ||
+      counts.gist != stored.gist_entries() || counts.pooled != stored.pooled_entries()) {
+    return absl::DataLossError(absl::StrCat("session ", session.id, ": the stored segments hold ",
+                                            counts.total(), " entries, the session record counts ",
+                                            stored.sink_entries() + stored.raw_entries() +
+                                                stored.gist_entries() + stored.pooled_entries()));
+  }
   const auto tokens = static_cast<int64_t>(session.stream.size());
   const memory::MemoryState& state = session.memory->state();
   if (state.raw_tokens + stored.unread_tokens() != tokens ||

@@ -120,10 +120,8 @@ class CorruptionTest(unittest.TestCase):
             self.assertEqual(caught.exception.code, grpc.StatusCode.NOT_FOUND)
         self.assertEqual({s.session_id for s in self.client.list_sessions()}, set(TWINS))
 
-    # A deleted segment has no checksum to fail: RestoreMemory has to notice that the entries
-    # do not add up to the session's stored memory state. Today it does not: the session is
-    # served from a cache without its sinks (see tests/fault/README.md, "Findings").
-    @unittest.expectedFailure
+    # A deleted segment has no checksum to fail: loading has to notice that the entries do not
+    # add up to the session's stored memory state (the per-kind counts in its record).
     def test_missing_kv_segment_is_data_loss(self):
         try:
             reply = self.next_turn(MISSING_SEGMENT)
