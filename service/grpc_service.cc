@@ -42,6 +42,22 @@ GistmemService::GistmemService(const ServiceRuntime& runtime, Auth& auth, Sessio
                                TurnExecutor& turns, DocumentService& documents)
     : runtime_(runtime), auth_(auth), sessions_(sessions), turns_(turns), documents_(documents) {}
 
+template <typename Request>
+std::optional<std::pair<std::string, Request>> GistmemService::AdmitAndParse(
+    Context* context, const ByteBuffer* request, grpc::ServerUnaryReactor* reactor) {
+  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
+  if (!tenant.ok()) {
+    reactor->Finish(ToGrpcStatus(tenant.status()));
+    return std::nullopt;
+  }
+  absl::StatusOr<Request> parsed = ParseRequest<Request>(*request);
+  if (!parsed.ok()) {
+    reactor->Finish(ToGrpcStatus(parsed.status()));
+    return std::nullopt;
+  }
+  return std::make_pair(*std::move(tenant), *std::move(parsed));
+}
+
 namespace {
 
 // Finishes a unary call with `result` (a message or the status that says why not).
@@ -58,18 +74,11 @@ void FinishUnary(grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* response,
 grpc::ServerUnaryReactor* GistmemService::PutDocument(Context* context, const ByteBuffer* request,
                                                       ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
-  if (!tenant.ok()) {
-    reactor->Finish(ToGrpcStatus(tenant.status()));
-    return reactor;
-  }
-  absl::StatusOr<v1::PutDocumentRequest> parsed = ParseRequest<v1::PutDocumentRequest>(*request);
-  if (!parsed.ok()) {
-    reactor->Finish(ToGrpcStatus(parsed.status()));
-    return reactor;
-  }
+  auto admitted = AdmitAndParse<v1::PutDocumentRequest>(context, request, reactor);
+  if (!admitted) return reactor;
+  auto& [tenant, parsed] = *admitted;
   runtime_.workers.Post(
-      [this, context, reactor, response, put = *std::move(parsed), tenant = *std::move(tenant)] {
+      [this, context, reactor, response, put = std::move(parsed), tenant = std::move(tenant)] {
         documents_.Put(
             tenant, put, [context] { return context->IsCancelled(); },
             [reactor, response](absl::StatusOr<v1::Document> result) {
@@ -91,18 +100,10 @@ grpc::ServerUnaryReactor* GistmemService::AttachDocument(Context* context,
                                                          const ByteBuffer* request,
                                                          ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
-  if (!tenant.ok()) {
-    reactor->Finish(ToGrpcStatus(tenant.status()));
-    return reactor;
-  }
-  absl::StatusOr<v1::AttachDocumentRequest> parsed =
-      ParseRequest<v1::AttachDocumentRequest>(*request);
-  if (!parsed.ok()) {
-    reactor->Finish(ToGrpcStatus(parsed.status()));
-    return reactor;
-  }
-  documents_.Attach(*tenant, *parsed,
+  auto admitted = AdmitAndParse<v1::AttachDocumentRequest>(context, request, reactor);
+  if (!admitted) return reactor;
+  auto& [tenant, parsed] = *admitted;
+  documents_.Attach(tenant, parsed,
                     [reactor, response](absl::StatusOr<v1::AttachDocumentResponse> r) {
                       FinishUnary(reactor, response, r);
                     });
@@ -113,18 +114,11 @@ template <typename Request, typename Handler>
 grpc::ServerUnaryReactor* GistmemService::RunUnary(Context* context, const ByteBuffer* request,
                                                    ByteBuffer* response, Handler handler) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
-  if (!tenant.ok()) {
-    reactor->Finish(ToGrpcStatus(tenant.status()));
-    return reactor;
-  }
-  absl::StatusOr<Request> parsed = ParseRequest<Request>(*request);
-  if (!parsed.ok()) {
-    reactor->Finish(ToGrpcStatus(parsed.status()));
-    return reactor;
-  }
+  auto admitted = AdmitAndParse<Request>(context, request, reactor);
+  if (!admitted) return reactor;
+  auto& [tenant, parsed] = *admitted;
   runtime_.workers.Post([reactor, response, handler = std::move(handler),
-                         parsed = *std::move(parsed), tenant = *std::move(tenant)] {
+                         parsed = std::move(parsed), tenant = std::move(tenant)] {
     auto result = handler(tenant, parsed);
     if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status()));
     *response = SerializeMessage(*result);
@@ -215,22 +209,15 @@ grpc::ServerUnaryReactor* GistmemService::GetSessionStats(Context* context,
 grpc::ServerUnaryReactor* GistmemService::Append(Context* context, const ByteBuffer* request,
                                                  ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
-  if (!tenant.ok()) {
-    reactor->Finish(ToGrpcStatus(tenant.status()));
-    return reactor;
-  }
-  absl::StatusOr<v1::AppendRequest> parsed = ParseRequest<v1::AppendRequest>(*request);
-  if (!parsed.ok()) {
-    reactor->Finish(ToGrpcStatus(parsed.status()));
-    return reactor;
-  }
+  auto admitted = AdmitAndParse<v1::AppendRequest>(context, request, reactor);
+  if (!admitted) return reactor;
+  auto& [tenant, parsed] = *admitted;
   TurnRequest turn;
   turn.kind = TurnRequest::Kind::kAppend;
-  turn.tenant = *std::move(tenant);
-  turn.session_id = parsed->session_id();
-  turn.role = parsed->message().role();
-  turn.content = parsed->message().content();
+  turn.tenant = std::move(tenant);
+  turn.session_id = parsed.session_id();
+  turn.role = parsed.message().role();
+  turn.content = parsed.message().content();
   turn.is_cancelled = [context] { return context->IsCancelled(); };
   turns_.Submit(std::move(turn), std::make_shared<AppendObserver>(context, reactor, response));
   return reactor;

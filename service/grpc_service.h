@@ -6,7 +6,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <mutex>
+#include <optional>
+#include <string>
 #include <unordered_set>
+#include <utility>
 
 #include "gistmem/v1/gistmem.grpc.pb.h"
 #include "service/auth.h"
@@ -68,6 +71,12 @@ class GistmemService final : public internal::RawGistmemService {
   // Admits the caller (service/auth.h), parses the request, runs `handler(tenant, request)`
   // (returning absl::StatusOr of the response message) on a worker and finishes the call with
   // its result.
+  // The caller's tenant and the parsed request, or nothing when the call was refused (then
+  // it is finished with the status that says why).
+  template <typename Request>
+  std::optional<std::pair<std::string, Request>> AdmitAndParse(Context* context,
+                                                               const ByteBuffer* request,
+                                                               grpc::ServerUnaryReactor* reactor);
   template <typename Request, typename Handler>
   grpc::ServerUnaryReactor* RunUnary(Context* context, const ByteBuffer* request,
                                      ByteBuffer* response, Handler handler);
