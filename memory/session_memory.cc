@@ -171,8 +171,9 @@ void SessionMemory::EndTurn() {
 void SessionMemory::Rollback() {
   if (!in_turn_) throw std::logic_error("SessionMemory::Rollback: no turn is open");
   // Merge the earlier entries still here with those the turn freed, in serial order.
-  model::KvCache rebuilt(cache_);
-  rebuilt.Truncate(0);
+  model::KvCache rebuilt = cache_.EmptyLike();
+  for (size_t i = 0; i < turn_start_shared_; ++i)
+    rebuilt.Attach(cache_.shared()[i]);
   std::vector<EntryInfo> entries;
   size_t here = 0, freed = 0;
   const int64_t limit = turn_start_.next_serial;
@@ -188,7 +189,6 @@ void SessionMemory::Rollback() {
       entries.push_back(freed_entries_[freed++]);
     }
   }
-  rebuilt.TruncateShared(turn_start_shared_);
   rebuilt.SetNextPosition(turn_start_.stream_tokens);
   cache_ = std::move(rebuilt);
   entries_ = std::move(entries);
@@ -241,9 +241,7 @@ std::vector<int64_t> SessionMemory::FrozenEntries() const {
 }
 
 std::shared_ptr<const model::KvCache> SessionMemory::Frozen() const {
-  auto frozen = std::make_shared<model::KvCache>(cache_);
-  frozen->Truncate(0);
-  frozen->TruncateShared(0);
+  auto frozen = std::make_shared<model::KvCache>(cache_.EmptyLike());
   for (int64_t i : FrozenEntries())
     frozen->AppendCopy(cache_, i);
   frozen->SetNextPosition(state_.stream_tokens);

@@ -28,6 +28,10 @@ void CompactRows(std::vector<float>& rows, std::span<const int64_t> entry_indice
 KvCache::KvCache(const ModelConfig& config)
     : kv_dim_(config.kv_dim()), keys_(config.num_layers), values_(config.num_layers) {}
 
+KvCache KvCache::EmptyLike() const {
+  return KvCache(kv_dim_, num_layers());
+}
+
 void KvCache::Extend(std::span<const int64_t> positions,
                      std::span<const EntryVisibility> visibility) {
   if (!visibility.empty() && visibility.size() != positions.size()) {
@@ -130,10 +134,6 @@ void KvCache::Attach(SharedSegment segment) {
   }
   next_position_ = std::max(next_position_, segment.position_offset + segment.stream_tokens);
   shared_.push_back(std::move(segment));
-}
-
-void KvCache::TruncateShared(size_t count) {
-  if (count < shared_.size()) shared_.resize(count);
 }
 
 void KvCache::SetNextPosition(int64_t position) {

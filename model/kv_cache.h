@@ -47,6 +47,8 @@ struct SharedSegment {
 class KvCache {
  public:
   explicit KvCache(const ModelConfig& config);
+  // An empty cache of this one's shape (no entries, no attached segments).
+  KvCache EmptyLike() const;
 
   int64_t size() const { return static_cast<int64_t>(positions_.size()); }
   int64_t num_layers() const { return static_cast<int64_t>(keys_.size()); }
@@ -103,10 +105,11 @@ class KvCache {
   // past its stream_tokens. Copies of the cache share the segment.
   void Attach(SharedSegment segment);
   const std::vector<SharedSegment>& shared() const { return shared_; }
-  // Drops the segments attached after the first `count` (undoes an attach).
-  void TruncateShared(size_t count);
 
  private:
+  KvCache(int64_t kv_dim, int64_t num_layers)
+      : kv_dim_(kv_dim), keys_(num_layers), values_(num_layers) {}
+
   int64_t kv_dim_;
   std::vector<int64_t> positions_;
   std::vector<EntryVisibility> visibility_;
