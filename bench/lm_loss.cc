@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "memory/read_rows.h"
 #include "memory/session_memory.h"
 #include "model/backend/cpu/cpu_transformer.h"
 #include "model/gist_config.h"
@@ -116,15 +117,8 @@ void Row(model::CpuTransformer& engine, const memory::Policy& policy, std::span<
   int64_t raw_seen = 0;  // raw index of the next raw row
   for (int64_t begin = 0; begin < plan.size(); begin += step) {
     const int64_t end = std::min(plan.size(), begin + step);
-    model::SequenceChunk c;
-    auto part = [&](const auto& v) { return std::span(v).subspan(begin, end - begin); };
-    c.tokens = part(plan.tokens);
-    c.positions = part(plan.positions);
-    c.clocks = part(plan.clocks);
-    c.visibility = part(plan.visibility);
-    c.cache = &memory.cache();
-    c.mode = model::LogitsMode::kAll;
-    const std::vector<float> logits = std::move(engine.ForwardBatch(std::span(&c, 1))[0]);
+    const std::vector<float> logits =
+        memory::ReadRows(engine, memory, plan, begin, end, model::LogitsMode::kAll);
     for (int64_t r = begin; r < end; ++r) {
       if (plan.entries[r].kind == memory::EntryKind::kGist) continue;  // no label
       const int64_t j = raw_seen++;
@@ -144,7 +138,6 @@ void Row(model::CpuTransformer& engine, const memory::Policy& policy, std::span<
         t.far_n += 1;
       }
     }
-    memory.Applied(plan, begin, end);
     t.most_retained = std::max(t.most_retained, memory.cache().size());
   }
   memory.EndTurn();

@@ -18,6 +18,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "memory/read_rows.h"
 #include "memory/session_memory.h"
 #include "model/backend/cpu/cpu_transformer.h"
 #include "service/memory_commit.h"
@@ -53,16 +54,7 @@ void ReadWithModel(model::CpuTransformer& engine, memory::SessionMemory& memory,
                    const memory::RowPlan& plan, int64_t chunk) {
   for (int64_t begin = 0; begin < plan.size(); begin += chunk) {
     const int64_t end = std::min(plan.size(), begin + chunk);
-    model::SequenceChunk c;
-    auto part = [&](const auto& v) { return std::span(v).subspan(begin, end - begin); };
-    c.tokens = part(plan.tokens);
-    c.positions = part(plan.positions);
-    c.clocks = part(plan.clocks);
-    c.visibility = part(plan.visibility);
-    c.cache = &memory.cache();
-    c.mode = model::LogitsMode::kLast;
-    engine.ForwardBatch(std::span(&c, 1));
-    memory.Applied(plan, begin, end);
+    memory::ReadRows(engine, memory, plan, begin, end, model::LogitsMode::kLast);
   }
 }
 

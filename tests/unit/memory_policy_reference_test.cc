@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "memory/read_rows.h"
 #include "memory/session_memory.h"
 #include "model/backend/cpu/cpu_transformer.h"
 #include "model/weights.h"
@@ -86,18 +87,11 @@ std::vector<std::vector<float>> Serve(model::CpuTransformer& engine, SessionMemo
   const int64_t step = std::min(chunk, MaxChunkTokens(memory.policy()));
   for (int64_t begin = 0; begin < plan.size(); begin += step) {
     const int64_t end = std::min(plan.size(), begin + step);
-    model::SequenceChunk c;
-    c.tokens = std::span(plan.tokens).subspan(begin, end - begin);
-    c.positions = std::span(plan.positions).subspan(begin, end - begin);
-    c.clocks = std::span(plan.clocks).subspan(begin, end - begin);
-    c.visibility = std::span(plan.visibility).subspan(begin, end - begin);
-    c.cache = &memory.cache();
-    c.mode = model::LogitsMode::kAll;
-    const std::vector<float> logits = std::move(engine.ForwardBatch(std::span(&c, 1))[0]);
+    const std::vector<float> logits =
+        ReadRows(engine, memory, plan, begin, end, model::LogitsMode::kAll);
     const int64_t vocab = engine.config().vocab_size;
     for (int64_t r = 0; r < end - begin; ++r)
       rows.emplace_back(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab);
-    memory.Applied(plan, begin, end);
   }
   return rows;
 }

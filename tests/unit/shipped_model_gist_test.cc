@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "memory/read_rows.h"
 #include "memory/session_memory.h"
 #include "model/backend/cpu/cpu_transformer.h"
 #include "model/gist_config.h"
@@ -51,17 +52,9 @@ TEST(ShippedGistModel, ServingWithEvictionMatchesTheTrainingMask) {
   std::vector<float> got(plan.size() * vocab);
   for (int64_t begin = 0; begin < plan.size(); begin += 24) {
     const int64_t end = std::min(plan.size(), begin + 24);
-    model::SequenceChunk chunk;
-    auto part = [&](const auto& v) { return std::span(v).subspan(begin, end - begin); };
-    chunk.tokens = part(plan.tokens);
-    chunk.positions = part(plan.positions);
-    chunk.clocks = part(plan.clocks);
-    chunk.visibility = part(plan.visibility);
-    chunk.cache = &memory.cache();
-    chunk.mode = model::LogitsMode::kAll;
-    const std::vector<float> logits = engine->ForwardBatch(std::span(&chunk, 1))[0];
+    const std::vector<float> logits =
+        ReadRows(*engine, memory, plan, begin, end, model::LogitsMode::kAll);
     std::copy(logits.begin(), logits.end(), got.begin() + begin * vocab);
-    memory.Applied(plan, begin, end);
   }
   EXPECT_LT(memory.cache().size(), plan.size());  // entries really left
 
