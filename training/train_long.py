@@ -168,8 +168,9 @@ def evaluate(model, cache, sets, gist_id, pad_id, device, modes=EVAL_MODES):
                         logits = model(ids, mask)
                     logits = logits.float()
                     valid = labels != gist_mask.IGNORE
-                    loss = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0),
-                                           reduction="none")
+                    loss = F.cross_entropy(logits.view(-1, logits.shape[-1]),
+                                           labels.clamp(min=0).view(-1),
+                                           reduction="none").view(labels.shape)
                     if kind == "p":
                         acc["p_loss"] += loss[valid].sum().item()
                         acc["p_n"] += valid.sum().item()
@@ -256,8 +257,8 @@ def main():
     p.add_argument("--eval-reserve", type=float, default=100,
                    help="seconds kept before the deadline for the final evaluation")
     p.add_argument("--max-steps", type=int, default=0)
-    p.add_argument("--phases", default="0.3:2048:64:0.5-0.9:0.1,1.0:16384:8:0.1-0.5:0.15")
-    p.add_argument("--mode-weights", default="full:0.3,r4:0.2,r8:0.3,r16:0.2")
+    p.add_argument("--phases", default="0.35:2048:32:0.5-0.95:0.05,1.0:16384:4:0.1-0.5:0.15")
+    p.add_argument("--mode-weights", default="full:0.4,r4:0.2,r8:0.25,r16:0.15")
     p.add_argument("--value-weight", type=float, default=4.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=200)
@@ -384,8 +385,10 @@ def main():
             group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             logits = step_model(ids, mask)
-        ce = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=gist_mask.IGNORE,
-                             reduction="none")
+        # Flat [B*T, V] rows: cross_entropy over a transposed [B, V, T] view (train.py's way)
+        # runs a strided log_softmax that costs more than the whole model at this size.
+        ce = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1),
+                             ignore_index=gist_mask.IGNORE, reduction="none").view(labels.shape)
         valid = (labels != gist_mask.IGNORE).float()
         w = valid * (1 + (args.value_weight - 1) * (vals > 0).float())
         loss = (ce * w).sum() / w.sum()
