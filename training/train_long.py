@@ -277,6 +277,8 @@ def main():
     p.add_argument("--max-positions", type=int, default=16384)
     p.add_argument("--eval", default="1K:1024:96:32,4K:4096:64:16,16K:13107:32:8",
                    help="name:raw tokens:sessions:batch (the same rows for every policy)")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the held-out evaluation (intermediate pieces)")
     p.add_argument("--eval-prose", type=int, default=32, help="prose rows in the 4K set")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--seed", type=int, default=1)
@@ -334,7 +336,11 @@ def main():
                 f"{answers} answers; {len(prose)} prose rows")
     _W.update(docs=splits["train"][0], prose=splits["train"][1])
     phases = parse_phases(args.phases)
-    pipe = Pipeline(args.workers, args.seed + (int(time.time()) if args.resume else 0))
+    saved = None
+    if args.resume:  # on the CPU, before the pool forks (CUDA must not be initialised yet)
+        saved = torch.load(args.resume, map_location="cpu", weights_only=False)
+    # A resumed piece draws new rows: its data seed depends on the step it starts from.
+    pipe = Pipeline(args.workers, args.seed + (7919 * saved["state"]["step"] if saved else 0))
 
     if cuda:
         log(f"device {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
@@ -354,11 +360,11 @@ def main():
                                   lr=args.lr, betas=(0.9, 0.95),
                                   **({"fused": True} if cuda else {}))
     state = {"step": 0, "trained": 0.0, "tokens": 0, "flops": 0.0, "history": []}
-    if args.resume:
-        saved = torch.load(args.resume, map_location=device, weights_only=False)
+    if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
+        del saved
         log(f"resumed from {args.resume}: step {state['step']}, {state['trained']:.0f}s trained")
     if args.compile:
         import torch._dynamo as dynamo
@@ -485,10 +491,12 @@ def main():
     torch.save({"model": {k: v.cpu() for k, v in bf16.items()}, "config": config.to_dict(),
                 "gist": gist, "train_seq": args.max_positions}, args.out / "ckpt.pt")
     log(f"saved {args.out / 'state.pt'} and {args.out / 'ckpt.pt'}")
-    model.load_state_dict({k: v.float() for k, v in bf16.items()})
-    t0 = time.time()
-    results = evaluate(model, cache, eval_sets, gist_id, pad_id, device)
-    log(f"held-out (bf16 weights, {time.time() - t0:.0f}s):\n" + table(results))
+    results = {}
+    if not args.no_eval:
+        model.load_state_dict({k: v.float() for k, v in bf16.items()})
+        t0 = time.time()
+        results = evaluate(model, cache, eval_sets, gist_id, pad_id, device)
+        log(f"held-out (bf16 weights, {time.time() - t0:.0f}s):\n" + table(results))
     sparsity = ({} if cache.dense else
                 {f"{t}/{r}/{w}": cache.sparsity(t, r, w) for (t, r, w) in cache.masks})
     (args.out / "metrics.json").write_text(json.dumps({
