@@ -32,6 +32,7 @@ ABSL_FLAG(int64_t, window, 512, "W of window, pool and gist");
 ABSL_FLAG(int64_t, sinks, 4, "S of window, pool and gist");
 ABSL_FLAG(int, threads, 0, "attention threads (0 = every core)");
 ABSL_FLAG(std::string, device, "cpu", "engine: cpu or cuda");
+ABSL_FLAG(int32_t, block_size, 16, "KV entries per page");
 
 namespace gistmem::bench {
 namespace {
@@ -174,10 +175,11 @@ void Documents(model::Engine& engine, const memory::Policy& policy) {
 }
 
 int Main() {
-  const std::unique_ptr<model::Engine> engine = OrDie(
-      model::LoadEngine(absl::GetFlag(FLAGS_model), {.device = absl::GetFlag(FLAGS_device),
-                                                     .num_threads = absl::GetFlag(FLAGS_threads),
-                                                     .kv_pool_bytes = int64_t{16} << 30}));
+  const std::unique_ptr<model::Engine> engine = OrDie(model::LoadEngine(
+      absl::GetFlag(FLAGS_model), {.device = absl::GetFlag(FLAGS_device),
+                                   .num_threads = absl::GetFlag(FLAGS_threads),
+                                   .kv_pool_bytes = int64_t{16} << 30,
+                                   .block_size = absl::GetFlag(FLAGS_block_size)}));
   const int64_t r = absl::GetFlag(FLAGS_ratio), w = absl::GetFlag(FLAGS_window);
   const int64_t s = absl::GetFlag(FLAGS_sinks);
   const std::vector<memory::Policy> policies = {

@@ -1,6 +1,9 @@
 #include "memory/block_pool.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -9,13 +12,19 @@
 namespace gistmem::memory {
 namespace {
 
-// Host pages: fp32, one allocation per chunk of about 1 MiB (at least one page).
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Host pages: fp32, one allocation per chunk of about 4 MiB (at least one page). Chunks of
+// 2 MiB or more sit on transparent huge pages: attention walks every page of a long session
+// for every query row, and with 4 KiB pages the TLB, not the arithmetic, sets its pace.
 class HostPageStorage final : public PageStorage {
  public:
   HostPageStorage(PageLayout layout, int64_t budget_bytes) : layout_(layout) {
     const int64_t page_bytes = layout_.page_bytes();
     max_pages_ = static_cast<int32_t>(std::clamp<int64_t>(budget_bytes / page_bytes, 0, 1 << 30));
-    pages_per_chunk_ = static_cast<int32_t>(std::max<int64_t>(1, (int64_t{1} << 20) / page_bytes));
+    // About 4 MiB a chunk, never more than the whole budget.
+    pages_per_chunk_ = static_cast<int32_t>(std::clamp<int64_t>(
+        static_cast<int64_t>(2 * kHugePage) / page_bytes, 1, std::max(max_pages_, 1)));
     chunks_.resize((max_pages_ + pages_per_chunk_ - 1) / pages_per_chunk_);
   }
 
@@ -25,12 +34,17 @@ class HostPageStorage final : public PageStorage {
   int32_t pages_per_chunk() const override { return pages_per_chunk_; }
 
   absl::Status MapChunk(int32_t chunk) override {
-    const size_t elements = static_cast<size_t>(pages_per_chunk_ * layout_.page_elements());
-    chunks_[chunk].reset(new (std::nothrow) float[elements]());  // zeros: no stale rows
-    if (!chunks_[chunk]) {
+    size_t bytes = static_cast<size_t>(pages_per_chunk_) * PageStride() * sizeof(float);
+    const size_t alignment = bytes >= kHugePage ? kHugePage : 64;
+    bytes = (bytes + alignment - 1) / alignment * alignment;
+    void* memory = std::aligned_alloc(alignment, bytes);
+    if (memory == nullptr) {
       return absl::ResourceExhaustedError(
-          absl::StrCat("host memory for ", elements * sizeof(float), " bytes of KV pages"));
+          absl::StrCat("host memory for ", bytes, " bytes of KV pages"));
     }
+    if (alignment == kHugePage) madvise(memory, bytes, MADV_HUGEPAGE);  // a hint; may be off
+    std::memset(memory, 0, bytes);                                      // zeros: no stale rows
+    chunks_[chunk].reset(static_cast<float*>(memory));
     return absl::OkStatus();
   }
   void UnmapChunk(int32_t chunk) override { chunks_[chunk].reset(); }
@@ -73,9 +87,12 @@ class HostPageStorage final : public PageStorage {
 
  private:
   size_t RowBytes() const { return static_cast<size_t>(layout_.kv_dim) * sizeof(float); }
+  // Pages sit one cache line further apart than their size: page sizes are multiples of
+  // large powers of two, and a layer's rows at the same offset of every page would otherwise
+  // crowd a few cache sets (measured: 2x slower attention over a 16K-entry session).
+  int64_t PageStride() const { return layout_.page_elements() + 64 / sizeof(float); }
   float* Page(int32_t page) const {
-    return chunks_[page / pages_per_chunk_].get() +
-           (page % pages_per_chunk_) * layout_.page_elements();
+    return chunks_[page / pages_per_chunk_].get() + (page % pages_per_chunk_) * PageStride();
   }
   float* Row(SlotRef s, int32_t layer, int32_t kv) const {
     return Page(s.page) + layout_.RowOffset(layer, kv, s.slot);
@@ -95,7 +112,10 @@ class HostPageStorage final : public PageStorage {
   PageLayout layout_;
   int32_t max_pages_ = 0;
   int32_t pages_per_chunk_ = 1;
-  std::vector<std::unique_ptr<float[]>> chunks_;  // sized once: PageBase reads it unlocked
+  struct Free {
+    void operator()(float* memory) const { std::free(memory); }
+  };
+  std::vector<std::unique_ptr<float, Free>> chunks_;  // sized once: PageBase reads it unlocked
 };
 
 }  // namespace

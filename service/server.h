@@ -44,6 +44,7 @@ class Server {
   std::string address() const;
   const std::string& model_fingerprint() const { return fingerprint_; }
   const Scheduler& scheduler() const { return *scheduler_; }
+  model::Engine& engine() const { return *engine_; }
   const SessionManager& sessions() const { return *sessions_; }
   const DocumentRegistry& documents() const { return *documents_; }
 

@@ -89,6 +89,8 @@ struct CpuTransformer::Batch {
   std::vector<memory::SlotRef> slots;
   std::vector<memory::KvSegmentView> views;
   std::vector<size_t> view_offsets{0};
+  // Per view, its pages' first elements, looked up once per step rather than per slot.
+  std::vector<std::vector<const float*>> page_bases;
 
   explicit Batch(std::span<const SequenceStep> batch_steps) : steps(batch_steps) {
     for (const SequenceStep& step : steps) {
@@ -103,6 +105,16 @@ struct CpuTransformer::Batch {
       row_offsets.push_back(static_cast<int64_t>(tokens.size()));
       step.kv->AppendViews(views);
       view_offsets.push_back(views.size());
+    }
+  }
+  void ResolvePages(const memory::PageStorage& storage) {
+    const int32_t block = storage.layout().block_size;
+    page_bases.resize(views.size());
+    for (size_t v = 0; v < views.size(); ++v) {
+      const int32_t pages = (views[v].num_slots + block - 1) / block;
+      page_bases[v].resize(pages);
+      for (int32_t p = 0; p < pages; ++p)
+        page_bases[v][p] = static_cast<const float*>(storage.PageBase(views[v].page_ids[p]));
     }
   }
   int64_t rows() const { return row_offsets.back(); }
@@ -165,7 +177,8 @@ std::vector<std::vector<float>> CpuTransformer::ForwardBatch(std::span<const Seq
                                                              memory::BlockPool& pool) {
   std::lock_guard lock(forward_mutex_);
   Validate(steps, pool);
-  const Batch batch(steps);
+  Batch batch(steps);
+  batch.ResolvePages(pool.storage());
   const int64_t hidden = config_.hidden_size;
   Activations a(config_, batch.rows());
   for (int64_t r = 0; r < batch.rows(); ++r) {
@@ -232,16 +245,17 @@ void CpuTransformer::Attention(int64_t layer_index, const Batch& batch, const fl
     const int64_t query_position = batch.positions[row], clock = batch.clocks[row];
     const int64_t kv_offset = (head / group) * head_dim;  // grouped-query attention
     const float* query = q + row * q_dim + head * head_dim;
-    thread_local std::vector<const float*> queries, keys, values;
+    thread_local std::vector<const float*> values;
     thread_local std::vector<float> rotated, weights;
-    queries.clear();
-    keys.clear();
     values.clear();
+    weights.clear();
     rotated.resize((batch.view_offsets[c + 1] - batch.view_offsets[c]) * head_dim);
     // Segments in their fixed order (pinned, window, documents), slots in order: the sum runs
-    // in the same order for a live session and for one restored from the store.
+    // in the same order for a live session and for one restored from the store. Scores are
+    // formed as they are gathered: the arithmetic of AttendOneHead.
     for (size_t v = batch.view_offsets[c]; v < batch.view_offsets[c + 1]; ++v) {
       const memory::KvSegmentView& view = batch.views[v];
+      const std::vector<const float*>& pages = batch.page_bases[v];
       const float* segment_query = query;
       if (view.shared && view.num_slots > 0) {
         // An attached document: every entry is visible; the query is rotated back by the
@@ -252,22 +266,38 @@ void CpuTransformer::Attention(int64_t layer_index, const Batch& batch, const fl
         ApplyRope(shifted, back, 1, head_dim, inv_freq_);
         segment_query = shifted;
       }
-      for (int32_t i = 0; i < view.num_slots; ++i) {
-        if (!view.shared) {
-          if (!mask_.Visible(query_position, view.positions[i])) continue;
-          if (clock < view.visible_from[i] || clock > view.visible_until[i]) continue;
+      // Page by page: a page's K (and V) rows of this layer are contiguous, kv_dim apart.
+      const int32_t block = layout.block_size;
+      for (int32_t first = 0, p = 0; first < view.num_slots; first += block, ++p) {
+        const float* keys = pages[p] + layout.RowOffset(layer, 0, 0) + kv_offset;
+        const float* page_values = pages[p] + layout.RowOffset(layer, 1, 0) + kv_offset;
+        const int32_t end = std::min(view.num_slots, first + block);
+        if (first + block < view.num_slots) {
+          // The next page's rows sit elsewhere: ask for them while this page is scored, as a
+          // contiguous cache's rows would have streamed in by themselves.
+          const int64_t next_page = pages[p + 1] - pages[p];
+          for (int32_t s = 0; s < block; ++s) {
+            __builtin_prefetch(keys + next_page + int64_t{s} * layout.kv_dim);
+            __builtin_prefetch(page_values + next_page + int64_t{s} * layout.kv_dim);
+          }
         }
-        const auto* page =
-            static_cast<const float*>(pages_->PageBase(view.page_ids[i / layout.block_size]));
-        const int32_t slot = i % layout.block_size;
-        queries.push_back(segment_query);
-        keys.push_back(page + layout.RowOffset(layer, 0, slot) + kv_offset);
-        values.push_back(page + layout.RowOffset(layer, 1, slot) + kv_offset);
+        for (int32_t i = first; i < end; ++i) {
+          if (!view.shared) {
+            if (!mask_.Visible(query_position, view.positions[i])) continue;
+            if (clock < view.visible_from[i] || clock > view.visible_until[i]) continue;
+          }
+          const int64_t row_offset = int64_t{i - first} * layout.kv_dim;
+          if (i + 8 < end) {
+            for (int64_t line = 0; line < head_dim; line += 16)
+              __builtin_prefetch(keys + row_offset + 8 * layout.kv_dim + line);
+          }
+          weights.push_back(Dot(segment_query, keys + row_offset, head_dim) * scale);
+          values.push_back(page_values + row_offset);
+        }
       }
     }
-    weights.resize(keys.size());
-    AttendRows(queries, keys, values, head_dim, scale, weights.data(),
-               out + row * q_dim + head * head_dim);
+    Softmax(weights.data(), static_cast<int64_t>(weights.size()));
+    WeightedSum(weights, values, head_dim, out + row * q_dim + head * head_dim);
   });
 }
 

@@ -121,20 +121,25 @@ void AttendOneHead(const float* query, const float* keys, const float* values, i
   }
 }
 
-void AttendRows(std::span<const float* const> queries, std::span<const float* const> keys,
-                std::span<const float* const> values, int64_t head_dim, float scale, float* weights,
-                float* out) {
-  const auto count = static_cast<int64_t>(keys.size());
-  for (int64_t j = 0; j < count; ++j)
-    weights[j] = Dot(queries[j], keys[j], head_dim) * scale;
-  Softmax(weights, count);
-  std::fill_n(out, head_dim, 0.f);
-  for (int64_t j = 0; j < count; ++j) {
+void WeightedSum(std::span<const float> weights, std::span<const float* const> rows, int64_t dim,
+                 float* out) {
+  // Accumulate in a local buffer the compiler may keep vectorised (out could alias a row).
+  thread_local std::vector<float> sum;
+  sum.assign(static_cast<size_t>(dim), 0.f);
+  float* __restrict acc = sum.data();
+  constexpr size_t kAhead = 16;  // rows are scattered over pages: fetch a few ahead
+  const int64_t lines = (dim * static_cast<int64_t>(sizeof(float)) + 63) / 64;
+  for (size_t j = 0; j < rows.size(); ++j) {
+    if (j + kAhead < rows.size()) {
+      for (int64_t line = 0; line < lines; ++line)
+        __builtin_prefetch(rows[j + kAhead] + line * 16);
+    }
     const float weight = weights[j];
-    const float* value = values[j];
-    for (int64_t d = 0; d < head_dim; ++d)
-      out[d] += weight * value[d];
+    const float* __restrict row = rows[j];
+    for (int64_t d = 0; d < dim; ++d)
+      acc[d] += weight * row[d];
   }
+  std::copy_n(acc, dim, out);
 }
 
 }  // namespace gistmem::model
