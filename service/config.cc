@@ -37,6 +37,11 @@ ABSL_FLAG(int64_t, max_content_bytes, int64_t{1} << 20,
 ABSL_FLAG(int64_t, max_new_tokens, 4096, "Largest max_tokens a request may ask for");
 ABSL_FLAG(int64_t, default_max_tokens, 256, "max_tokens when neither request nor session sets it");
 ABSL_FLAG(int64_t, prefill_chunk, 256, "Prompt tokens of one session per forward step");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics at http://HOST:PORT/metrics; empty = off");
+ABSL_FLAG(std::string, http_listen, "",
+          "Serve the OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models) on "
+          "HOST:PORT; empty = off");
 ABSL_FLAG(int64_t, max_step_tokens, 2048, "Rows of all sessions together per forward step");
 
 namespace gistmem::service {
@@ -121,6 +126,8 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   config.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   config.scheduler.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
+  config.ops.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  config.ops.http_listen = absl::GetFlag(FLAGS_http_listen);
   if (absl::Status status = ValidateConfig(config); !status.ok()) return status;
   return config;
 }

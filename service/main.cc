@@ -8,7 +8,6 @@
 // the rest, close the store. Exit status: 0 after a clean shutdown, 1 when the server cannot
 // start, 2 for bad flags.
 #include <signal.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <iostream>
@@ -16,25 +15,45 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "service/config.h"
+#include "service/logging.h"
 #include "service/server.h"
 
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error, critical or off");
+ABSL_FLAG(std::string, log_format, "text",
+          "Logs on stderr: text, or json (one JSON object per line: time, level, msg and the "
+          "event's fields: tenant, session_id, request_id, turn, code, timings)");
+ABSL_FLAG(bool, log_content, false,
+          "Log the text of messages and replies in turn events (off: never logged)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "gistmem-server --model DIR --db PATH --listen HOST:PORT [--policy full] "
+      "gistmem-server --model DIR --db PATH --listen HOST:PORT [--policy gist] "
       "[--flagfile=PATH]");
+  absl::FlagsUsageConfig usage;
+  // --help lists the server's own flags (service/), not those of every library linked in.
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "service/");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
 
-  const spdlog::level::level_enum level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
-  if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
+  gistmem::service::LoggingOptions logging;
+  logging.level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
+  if (logging.level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
     std::cerr << "gistmem-server: unknown --log_level " << absl::GetFlag(FLAGS_log_level) << "\n";
     return 2;
   }
-  // Logs go to stderr; stdout carries only the "listening on" line that scripts wait for.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("gistmem-server"));
-  spdlog::set_level(level);
+  if (!gistmem::service::ParseLogFormat(absl::GetFlag(FLAGS_log_format), &logging.format)) {
+    std::cerr << "gistmem-server: --log_format must be text or json, not "
+              << absl::GetFlag(FLAGS_log_format) << "\n";
+    return 2;
+  }
+  logging.log_content = absl::GetFlag(FLAGS_log_content);
+  // Logs go to stderr; stdout carries only the "listening on" lines that scripts wait for.
+  gistmem::service::ConfigureLogging(logging);
 
   absl::StatusOr<gistmem::service::ServerConfig> config = gistmem::service::ConfigFromFlags();
   if (!config.ok()) {
@@ -57,9 +76,14 @@ int main(int argc, char** argv) {
     std::cerr << "gistmem-server: " << server.status().message() << "\n";
     return 1;
   }
+  if ((*server)->ops().metrics_port() != 0) {
+    std::cout << "metrics on " << (*server)->ops().metrics_port() << std::endl;
+  }
+  if ((*server)->ops().http_port() != 0) {
+    std::cout << "http on " << (*server)->ops().http_port() << std::endl;
+  }
   std::cout << "listening on " << (*server)->address() << std::endl;
-  spdlog::info("listening on {} (model {}, policy full)", (*server)->address(),
-               (*server)->model_fingerprint());
+  spdlog::info("listening on {} (model {})", (*server)->address(), (*server)->model_fingerprint());
 
   int received = 0;
   sigwait(&signals, &received);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "service/batch_forward.h"
+#include "service/metrics.h"
 
 namespace gistmem::service {
 
@@ -138,6 +139,7 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
   }
 
   StepOutputs outputs = ForwardBatch(model_, steps);
+  metrics::ObserveForwardStep(static_cast<int64_t>(members.size()), rows_used);
   steps_.fetch_add(1);
   int64_t seen = max_sequences_in_step_.load();
   const auto size = static_cast<int64_t>(members.size());

@@ -438,6 +438,18 @@ absl::StatusOr<SessionStorageStats> RocksStore::Stats(std::string_view tenant,
   return stats;
 }
 
+int64_t RocksStore::ApproximateDiskBytes() const {
+  int64_t total = 0;
+  for (rocksdb::ColumnFamilyHandle* family : handles_) {
+    for (const std::string& property :
+         {rocksdb::DB::Properties::kLiveSstFilesSize, rocksdb::DB::Properties::kSizeAllMemTables}) {
+      uint64_t value = 0;
+      if (db_->GetIntProperty(family, property, &value)) total += static_cast<int64_t>(value);
+    }
+  }
+  return total;
+}
+
 absl::StatusOr<int64_t> RocksStore::CountSessions() const {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), sessions_));
   int64_t count = 0;

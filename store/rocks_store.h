@@ -57,6 +57,8 @@ class RocksStore final : public Store {
   absl::Status PutDocument(const DocumentRecord& record, std::string_view payload) override;
   absl::StatusOr<StoredDocument> GetDocument(std::string_view tenant,
                                              std::string_view document_id) const override;
+  // RocksDB's live SST files plus memtables, over every column family.
+  int64_t ApproximateDiskBytes() const override;
 
  private:
   // Called for each key/value under a prefix; a non-OK status stops the scan and is returned.
