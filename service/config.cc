@@ -9,9 +9,10 @@ ABSL_FLAG(std::string, model, "", "Model directory: config.json, *.safetensors, 
 ABSL_FLAG(std::string, db, "", "RocksDB directory of the session store (created when missing)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "Address to serve on, HOST:PORT; port 0 picks a free one (printed at start-up)");
-ABSL_FLAG(std::string, policy, "full",
+ABSL_FLAG(std::string, policy, "",
           "Default memory policy of new sessions: full, window, pool or gist (gist needs a "
-          "gist-trained model); a session may ask for another");
+          "gist-trained model); a session may ask for another. Empty: the model's, gist for a "
+          "model with gist_config.json, else full");
 ABSL_FLAG(int64_t, ratio, 0, "Default raw tokens per gist or pooled entry; 0 = the model's");
 ABSL_FLAG(int64_t, window, 0, "Default raw tokens kept verbatim; 0 = the model's");
 ABSL_FLAG(int64_t, sink_tokens, 0, "Default first tokens kept for good; 0 = the model's");
@@ -98,9 +99,13 @@ absl::Status ValidateConfig(const ServerConfig& config) {
 
 absl::StatusOr<ServerConfig> ConfigFromFlags() {
   ServerConfig config;
-  absl::StatusOr<memory::PolicyKind> policy = memory::ParsePolicyName(absl::GetFlag(FLAGS_policy));
-  if (!policy.ok()) return policy.status();
-  config.policy.kind = *policy;
+  if (const std::string name = absl::GetFlag(FLAGS_policy); name.empty()) {
+    config.policy.kind_set = false;
+  } else {
+    absl::StatusOr<memory::PolicyKind> policy = memory::ParsePolicyName(name);
+    if (!policy.ok()) return policy.status();
+    config.policy.kind = *policy;
+  }
   config.policy.ratio = absl::GetFlag(FLAGS_ratio);
   config.policy.window = absl::GetFlag(FLAGS_window);
   config.policy.sink_tokens = absl::GetFlag(FLAGS_sink_tokens);

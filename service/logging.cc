@@ -48,6 +48,10 @@ class JsonFormatter final : public spdlog::formatter {
         std::string(spdlog::level::to_string_view(message.level).data(),
                     spdlog::level::to_string_view(message.level).size()),
         "\"");
+    const std::string_view logger(message.logger_name.data(), message.logger_name.size());
+    if (!logger.empty() && logger != "gistmem-server") {
+      absl::StrAppend(&line, ",\"logger\":", JsonString(logger));
+    }
     const std::string_view payload(message.payload.data(), message.payload.size());
     if (!payload.empty() && payload.front() == kFieldsMarker && payload.size() > 2) {
       // payload = marker + "{...}": drop the braces and append the fields.
@@ -82,6 +86,9 @@ void ConfigureLogging(const LoggingOptions& options) {
   if (options.format == LogFormat::kJson) logger->set_formatter(std::make_unique<JsonFormatter>());
   spdlog::set_default_logger(logger);
   spdlog::set_level(options.level);
+  // RocksDB's info log (store/rocks_logger.h): same sink and format, its own name.
+  if (!spdlog::get("rocksdb")) spdlog::register_logger(logger->clone("rocksdb"));
+  spdlog::get("rocksdb")->set_level(options.level);
   json_format = options.format == LogFormat::kJson;
   log_content = options.log_content;
 }

@@ -15,8 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
+#include "clients/cpp/common/help_flags.h"
 #include "service/config.h"
 #include "service/logging.h"
 #include "service/server.h"
@@ -32,12 +31,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "gistmem-server --model DIR --db PATH --listen HOST:PORT [--policy gist] "
       "[--flagfile=PATH]");
-  absl::FlagsUsageConfig usage;
-  // --help lists the server's own flags (service/), not those of every library linked in.
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "service/");
-  };
-  absl::SetFlagsUsageConfig(usage);
+  gistmem::clients::HelpListsFlagsFrom("service/");  // --help lists the server's own flags
   absl::ParseCommandLine(argc, argv);
 
   gistmem::service::LoggingOptions logging;

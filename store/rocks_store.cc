@@ -16,6 +16,7 @@
 #include "store/kv_segment_codec.h"
 #include "store/page_token.h"
 #include "store/records.h"
+#include "store/rocks_logger.h"
 #include "store/rocks_status.h"
 #include "store/turn_commit_check.h"
 
@@ -95,6 +96,8 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(const std::filesyst
   db_options.create_missing_column_families = true;
   db_options.paranoid_checks = true;
   if (options.env != nullptr) db_options.env = options.env;
+  // RocksDB's info log goes through spdlog, not a LOG file of its own (store/rocks_logger.h).
+  db_options.info_log = MakeSpdlogRocksLogger();
 
   absl::StatusOr<std::vector<std::string>> names = FamiliesToOpen(db_options, path.string());
   if (!names.ok()) return names.status();
@@ -193,7 +196,17 @@ absl::Status RocksStore::ScanPrefix(rocksdb::ColumnFamilyHandle* family, const s
 absl::Status RocksStore::WriteSynced(rocksdb::WriteBatch& batch, std::string_view what) {
   rocksdb::WriteOptions write_options;
   write_options.sync = true;
-  return FromRocksStatus(db_->Write(write_options, &batch), what);
+  // A failed write (a full disk) leaves RocksDB refusing writes until it is resumed: try that
+  // first, so that writes go on once space has returned.
+  if (write_failed_.load()) {
+    if (const rocksdb::Status resumed = db_->Resume(); !resumed.ok()) {
+      return FromRocksStatus(resumed, what);
+    }
+    write_failed_ = false;
+  }
+  const rocksdb::Status written = db_->Write(write_options, &batch);
+  if (!written.ok()) write_failed_ = true;
+  return FromRocksStatus(written, what);
 }
 
 absl::Status RocksStore::CreateSession(const SessionRecord& record) {

@@ -3,6 +3,7 @@
 // WriteBatch per change.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,31 @@ struct RocksStoreOptions {
   // Where RocksDB does its file I/O (tests pass one that injects faults); must outlive the
   // store. nullptr: the default.
   rocksdb::Env* env = nullptr;
+};
+
+// What RocksStore::CheckAll found: every session and document it could name, read whole
+// (records, transcript, KV segments, checksums), and those that cannot be.
+struct DamagedEntry {
+  std::string kind;  // "session" or "document"
+  std::string tenant;
+  std::string id;
+  absl::Status status;  // DATA_LOSS (or another error) naming the damaged key
+};
+struct StoreCheckReport {
+  int64_t sessions_checked = 0;
+  int64_t documents_checked = 0;
+  std::vector<DamagedEntry> damaged;
+  // Damage found while listing keys (a corrupt table block); the sessions and documents it
+  // hides are named from the table files' key ranges and the other column families.
+  std::vector<std::string> scan_errors;
+};
+
+// A damaged session's readable remains: its record when it decodes, and each transcript turn
+// that does (in order), for `gistmem-store export`.
+struct SessionRemains {
+  std::optional<SessionRecord> session;
+  std::vector<TurnRecord> turns;
+  std::vector<std::string> unreadable;  // keys (printable) of records that do not decode
 };
 
 class RocksStore final : public Store {
@@ -60,6 +86,14 @@ class RocksStore final : public Store {
   // RocksDB's live SST files plus memtables, over every column family.
   int64_t ApproximateDiskBytes() const override;
 
+  // Store maintenance (store/rocks_store_check.cc; gistmem-store check|drop|export).
+  // Reads every session and document of every tenant; a damaged one does not stop the check.
+  StoreCheckReport CheckAll() const;
+  // Removes a document whatever its state (sessions that attached it then fail to load it).
+  absl::Status DeleteDocument(std::string_view tenant, std::string_view document_id);
+  // What can still be read of a session, record by record.
+  SessionRemains ReadRemains(std::string_view tenant, std::string_view session_id) const;
+
  private:
   // Called for each key/value under a prefix; a non-OK status stops the scan and is returned.
   using Visitor = absl::FunctionRef<absl::Status(std::string_view key, std::string_view value)>;
@@ -85,7 +119,8 @@ class RocksStore final : public Store {
   rocksdb::ColumnFamilyHandle* transcript_ = nullptr;
   rocksdb::ColumnFamilyHandle* kv_ = nullptr;
   rocksdb::ColumnFamilyHandle* documents_ = nullptr;
-  std::mutex documents_mutex_;  // a put checks and writes under it
+  std::mutex documents_mutex_;             // a put checks and writes under it
+  std::atomic<bool> write_failed_{false};  // the last write failed: Resume before the next
   SessionLocks locks_;
 };
 

@@ -26,6 +26,7 @@ support.use_python_client()
 
 import grpc  # noqa: E402,F401
 from gistmem_client import GistmemClient, GistmemError  # noqa: E402,F401
+from gistmem_client._stubs import health_pb2, health_pb2_grpc, pb, pb_grpc  # noqa: E402,F401
 
 
 def printed_port(server: ServerProcess, what: str) -> int:
