@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/fingerprint.h"
 #include "service/call_observer.h"
+#include "service/drain.h"
 #include "service/timed_store.h"
 #include "store/rocks_store.h"
 
@@ -139,6 +140,7 @@ void Server::Shutdown(absl::Duration grace) {
     server_->GetHealthCheckService()->SetServingStatus(false);
     service_->BeginShutdown();
     if (ops_) ops_->StopHttp();
+    grace = DrainTurns(*scheduler_, grace);  // health answers NOT_SERVING meanwhile
     // Waits for every call; those still running at the deadline are cancelled, which the
     // turns notice between tokens. The scheduler and workers must run until then.
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
