@@ -112,6 +112,9 @@ class RocksStore final : public Store {
   absl::Status ScanPrefix(rocksdb::ColumnFamilyHandle* family, const std::string& prefix,
                           const rocksdb::Snapshot* snapshot, Visitor visit) const;
   absl::Status WriteSynced(rocksdb::WriteBatch& batch, std::string_view what);
+  // OK when transcript or KV keys of the session exist, NOT_FOUND when none do, the read's
+  // error otherwise.
+  absl::Status LiveDataUnder(std::string_view tenant, std::string_view session_id) const;
 
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // all open families, destroyed on close

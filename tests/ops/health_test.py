@@ -18,20 +18,26 @@ class DrainHealthTest(unittest.TestCase):
     def test_not_serving_while_draining(self):
         directory = tempfile.mkdtemp(prefix="gistmem-health-")
         self.addCleanup(shutil.rmtree, directory, True)
-        server = ServerProcess(os.path.join(directory, "db"), ["--shutdown_grace", "60s"])
+        # One forward thread and a dozen turns of 1900 tokens at once (this seed reaches the
+        # length limit on the fixture): they run for seconds, so SIGTERM finds them running.
+        server = ServerProcess(os.path.join(directory, "db"),
+                               ["--shutdown_grace", "60s", "--threads", "1"])
         self.addCleanup(server.kill)
         address = server.start()
         client = GistmemClient(address, timeout=120)
         self.assertEqual(client.health(), "SERVING")
-        session = client.create_session(policy="full").session_id
+        sessions = [client.create_session(policy="full").session_id for _ in range(12)]
+        session = sessions[0]
 
         started = threading.Event()
-        outcome = {}
+        outcomes = []
 
-        def long_turn():
+        def long_turn(session_id):
+            outcome = {}
+            outcomes.append(outcome)
             try:
-                reply = client.generate(session, "Talk for a long time.", max_tokens=1500,
-                                        temperature=1.0, seed=3)
+                reply = client.generate(session_id, "Talk for a long time.", max_tokens=1900,
+                                        temperature=0.7, top_k=20, seed=1)
                 for _ in reply:
                     started.set()
                 outcome["end"] = reply.end
@@ -40,16 +46,19 @@ class DrainHealthTest(unittest.TestCase):
             finally:
                 started.set()
 
-        turn = threading.Thread(target=long_turn)
-        turn.start()
+        turns = [threading.Thread(target=long_turn, args=(s,)) for s in sessions]
+        for thread in turns:
+            thread.start()
         self.assertTrue(started.wait(60))
+        time.sleep(0.2)
+        signalled = time.monotonic()
         server._process.send_signal(signal.SIGTERM)  # noqa: SLF001
 
         seen = []
         refused = None
         with GistmemClient(address, timeout=5) as probe:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and turn.is_alive():
+            while time.monotonic() < deadline and any(t.is_alive() for t in turns):
                 try:
                     seen.append(probe.health())
                 except GistmemError:
@@ -61,13 +70,19 @@ class DrainHealthTest(unittest.TestCase):
                     except GistmemError as error:
                         refused = error.code
                 time.sleep(0.01)
-        turn.join(120)
+        for thread in turns:
+            thread.join(120)
+        drained = time.monotonic() - signalled
         self.assertEqual(server._process.wait(timeout=120), 0)  # noqa: SLF001
-        self.assertIn("NOT_SERVING", seen, f"{seen}\n{server.log()[-2000:]}")
+        self.assertIn("NOT_SERVING", seen, f"{seen}, turns ended {drained:.2f} s after SIGTERM"
+                      f"\n{server.log()[-2000:]}")
         self.assertNotIn("SERVING", seen[seen.index("NOT_SERVING"):])
         self.assertEqual(refused, grpc.StatusCode.UNAVAILABLE)
-        self.assertNotIn("error", outcome, outcome)
-        self.assertIsNotNone(outcome.get("end"))
+        # The running turns were not cancelled: they ended normally during the drain.
+        self.assertEqual(len(outcomes), len(sessions))
+        for outcome in outcomes:
+            self.assertNotIn("error", outcome, outcome)
+            self.assertIsNotNone(outcome.get("end"))
         client.close()
 
 
