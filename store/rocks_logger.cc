@@ -1,5 +1,6 @@
 #include "store/rocks_logger.h"
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdarg>
@@ -56,8 +57,11 @@ class SpdlogRocksLogger final : public rocksdb::Logger {
 std::shared_ptr<rocksdb::Logger> MakeSpdlogRocksLogger() {
   std::shared_ptr<spdlog::logger> logger = spdlog::get("rocksdb");
   if (!logger) {
-    logger = spdlog::default_logger()->clone("rocksdb");
-    logger->set_level(spdlog::get_level());
+    // No server configured it (a tool, a test): warnings and worse, on stderr, so that a
+    // tool's stdout stays its own.
+    logger = std::make_shared<spdlog::logger>(
+        "rocksdb", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    logger->set_level(spdlog::level::warn);
   }
   return std::make_shared<SpdlogRocksLogger>(std::move(logger));
 }

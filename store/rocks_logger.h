@@ -3,7 +3,9 @@
 // and no file write that can fail (or assert) when the disk is full.
 //
 // Levels: RocksDB's DEBUG, INFO and HEADER lines are spdlog debug; WARN, ERROR and FATAL are
-// warn, error and critical. Thread-safe (spdlog loggers are).
+// warn, error and critical. The spdlog logger "rocksdb" is the server's
+// (service/logging.cc registers it); without one, a stderr logger at warn level is made.
+// Thread-safe (spdlog loggers are).
 #pragma once
 
 #include <memory>

@@ -1,5 +1,7 @@
 #include "store/rocks_store.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -196,13 +198,17 @@ absl::Status RocksStore::ScanPrefix(rocksdb::ColumnFamilyHandle* family, const s
 absl::Status RocksStore::WriteSynced(rocksdb::WriteBatch& batch, std::string_view what) {
   rocksdb::WriteOptions write_options;
   write_options.sync = true;
-  // A failed write (a full disk) leaves RocksDB refusing writes until it is resumed: try that
-  // first, so that writes go on once space has returned.
+  // A failed write (a full disk) leaves RocksDB refusing writes until it recovers (on its
+  // own, or when resumed): try to resume first, so that writes go on once space has returned.
+  // When it cannot (still no space, or its own recovery is under way) the write below returns
+  // the error that stops it.
   if (write_failed_.load()) {
-    if (const rocksdb::Status resumed = db_->Resume(); !resumed.ok()) {
-      return FromRocksStatus(resumed, what);
+    const rocksdb::Status resumed = db_->Resume();
+    if (resumed.ok()) {
+      write_failed_ = false;
+    } else {
+      spdlog::warn("store: writes stay stopped: {}", resumed.ToString());
     }
-    write_failed_ = false;
   }
   const rocksdb::Status written = db_->Write(write_options, &batch);
   if (!written.ok()) write_failed_ = true;
