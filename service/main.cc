@@ -3,7 +3,9 @@
 //   gistmem-server --model DIR --db PATH --listen HOST:PORT [--policy full] [limits...]
 //   gistmem-server --flagfile=server.flags      (one --name=value per line; see --help)
 //
-// Prints "listening on HOST:PORT" (the chosen port for --listen HOST:0) once it serves.
+// Prints "starting on HOST:PORT" when it has bound the address (health answers NOT_SERVING
+// while the model loads) and "listening on HOST:PORT" (the chosen port for --listen HOST:0)
+// once it serves.
 // SIGTERM or SIGINT: stop accepting, let running turns finish for --shutdown_grace, cancel
 // the rest, close the store. Exit status: 0 after a clean shutdown, 1 when the server cannot
 // start, 2 for bad flags.
@@ -19,6 +21,7 @@
 #include "service/config.h"
 #include "service/logging.h"
 #include "service/server.h"
+#include "service/startup_health.h"
 
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error, critical or off");
 ABSL_FLAG(std::string, log_format, "text",
@@ -63,8 +66,23 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Health answers NOT_SERVING on the address while the model loads (plaintext only).
+  std::unique_ptr<gistmem::service::StartupHealth> starting;
+  if (config->tls_cert.empty()) {
+    starting = gistmem::service::StartupHealth::Start(config->listen_address);
+    if (starting) {
+      config->listen_address = starting->address();
+      std::cout << "starting on " << starting->address() << std::endl;
+    }
+  }
   absl::StatusOr<std::unique_ptr<gistmem::service::Server>> server =
       gistmem::service::Server::Start(*config);
+  if (!server.ok() && starting && absl::IsUnavailable(server.status())) {
+    // The port could not be shared with the start-up health server: start without it.
+    starting.reset();
+    server = gistmem::service::Server::Start(*config);
+  }
+  starting.reset();
   if (!server.ok()) {
     spdlog::critical("cannot start: {}", server.status().ToString());
     std::cerr << "gistmem-server: " << server.status().message() << "\n";

@@ -1,10 +1,11 @@
-"""gRPC health while gistmem-server drains on SIGTERM: NOT_SERVING is answered (not refused)
-while a running turn finishes within --shutdown_grace, new calls are refused UNAVAILABLE, and
-the running turn ends normally."""
+"""gRPC health while gistmem-server starts and drains: NOT_SERVING is answered while the model
+loads (from the "starting on" line on) and while running turns finish within --shutdown_grace
+after SIGTERM (new calls are then refused UNAVAILABLE, the running turns end normally)."""
 
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -12,6 +13,37 @@ import unittest
 
 import ops_support as ops
 from ops_support import GistmemClient, GistmemError, ServerProcess, grpc
+
+
+TINY_MODEL = str(ops.REPO_ROOT / "models" / "gistmem-tiny")
+
+
+class StartupHealthTest(unittest.TestCase):
+    def test_not_serving_while_the_model_loads(self):
+        directory = tempfile.mkdtemp(prefix="gistmem-health-start-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        process = subprocess.Popen(
+            [ops.support.required_path("GISTMEM_SERVER"), "--model", TINY_MODEL, "--db",
+             os.path.join(directory, "db"), "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.addCleanup(process.wait, 60)
+        self.addCleanup(process.send_signal, signal.SIGTERM)
+        first = process.stdout.readline()
+        self.assertTrue(first.startswith("starting on "), first)
+        address = first.split()[-1]
+        seen = []
+        with GistmemClient(address, timeout=5) as probe:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and (not seen or seen[-1] != "SERVING"):
+                try:
+                    seen.append(probe.health())
+                    seen.append(probe.health("gistmem.v1.Gistmem"))
+                except GistmemError:
+                    seen.append("error")  # the hand-over between the two servers
+                    time.sleep(0.005)
+        self.assertEqual(seen[0], "NOT_SERVING", seen[:20])
+        self.assertEqual(seen[-1], "SERVING", seen[-20:])
+        self.assertEqual(process.stdout.readline().strip(), f"listening on {address}")
 
 
 class DrainHealthTest(unittest.TestCase):
