@@ -41,7 +41,7 @@ class JsonLogsTest(unittest.TestCase):
     def test_every_line_is_json_with_time_and_level(self):
         lines = self.run_server()
         stderr_lines = [line for line in self.server_log.splitlines()
-                        if line and not line.startswith(("$ ", "listening on"))]
+                        if line and not line.startswith(("$ ", "starting on ", "listening on "))]
         self.assertEqual(len(lines), len(stderr_lines), self.server_log)
         for line in lines:
             self.assertRegex(line["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
