@@ -18,6 +18,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "clients/cpp/common/help_flags.h"
 #include "memory/read_rows.h"
 #include "memory/session_memory.h"
 #include "model/engine.h"
@@ -231,6 +232,7 @@ int Main() {
 }  // namespace gistmem::bench
 
 int main(int argc, char** argv) {
+  gistmem::clients::HelpListsFlagsFrom("bench/");
   absl::ParseCommandLine(argc, argv);
   return gistmem::bench::Main();
 }

@@ -9,9 +9,10 @@ ABSL_FLAG(std::string, model, "", "Model directory: config.json, *.safetensors, 
 ABSL_FLAG(std::string, db, "", "RocksDB directory of the session store (created when missing)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "Address to serve on, HOST:PORT; port 0 picks a free one (printed at start-up)");
-ABSL_FLAG(std::string, policy, "full",
+ABSL_FLAG(std::string, policy, "",
           "Default memory policy of new sessions: full, window, pool or gist (gist needs a "
-          "gist-trained model); a session may ask for another");
+          "gist-trained model); a session may ask for another. Empty: the model's, gist for a "
+          "model with gist_config.json, else full");
 ABSL_FLAG(int64_t, ratio, 0, "Default raw tokens per gist or pooled entry; 0 = the model's");
 ABSL_FLAG(int64_t, window, 0, "Default raw tokens kept verbatim; 0 = the model's");
 ABSL_FLAG(int64_t, sink_tokens, 0, "Default first tokens kept for good; 0 = the model's");
@@ -42,6 +43,11 @@ ABSL_FLAG(int64_t, max_content_bytes, int64_t{1} << 20,
 ABSL_FLAG(int64_t, max_new_tokens, 4096, "Largest max_tokens a request may ask for");
 ABSL_FLAG(int64_t, default_max_tokens, 256, "max_tokens when neither request nor session sets it");
 ABSL_FLAG(int64_t, prefill_chunk, 256, "Prompt tokens of one session per forward step");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics at http://HOST:PORT/metrics; empty = off");
+ABSL_FLAG(std::string, http_listen, "",
+          "Serve the OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models) on "
+          "HOST:PORT; empty = off");
 ABSL_FLAG(int64_t, max_step_tokens, 2048, "Rows of all sessions together per forward step");
 
 namespace gistmem::service {
@@ -100,9 +106,13 @@ absl::Status ValidateConfig(const ServerConfig& config) {
 
 absl::StatusOr<ServerConfig> ConfigFromFlags() {
   ServerConfig config;
-  absl::StatusOr<memory::PolicyKind> policy = memory::ParsePolicyName(absl::GetFlag(FLAGS_policy));
-  if (!policy.ok()) return policy.status();
-  config.policy.kind = *policy;
+  if (const std::string name = absl::GetFlag(FLAGS_policy); name.empty()) {
+    config.policy.kind_set = false;
+  } else {
+    absl::StatusOr<memory::PolicyKind> policy = memory::ParsePolicyName(name);
+    if (!policy.ok()) return policy.status();
+    config.policy.kind = *policy;
+  }
   config.policy.ratio = absl::GetFlag(FLAGS_ratio);
   config.policy.window = absl::GetFlag(FLAGS_window);
   config.policy.sink_tokens = absl::GetFlag(FLAGS_sink_tokens);
@@ -131,6 +141,8 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   limits.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   config.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   config.scheduler.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
+  config.ops.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  config.ops.http_listen = absl::GetFlag(FLAGS_http_listen);
   if (absl::Status status = ValidateConfig(config); !status.ok()) return status;
   return config;
 }

@@ -45,6 +45,13 @@ struct SchedulerOptions {
   int64_t max_step_tokens = 2048;
 };
 
+// Operations (service/ops_endpoints.h): where Prometheus scrapes and where the
+// OpenAI-compatible HTTP endpoint listens, HOST:PORT (port 0 picks one); empty: not served.
+struct OpsOptions {
+  std::string metrics_listen;
+  std::string http_listen;
+};
+
 struct ServerConfig {
   std::filesystem::path model_dir;
   std::filesystem::path db_path;
@@ -67,6 +74,7 @@ struct ServerConfig {
   absl::Duration shutdown_grace = absl::Seconds(10);
   Limits limits;
   SchedulerOptions scheduler;
+  OpsOptions ops;
 };
 
 // The configuration the flags describe. INVALID_ARGUMENT naming the flag when one is missing or

@@ -45,7 +45,7 @@ GistmemService::GistmemService(const ServiceRuntime& runtime, Auth& auth, Sessio
 template <typename Request>
 std::optional<std::pair<std::string, Request>> GistmemService::AdmitAndParse(
     Context* context, const ByteBuffer* request, grpc::ServerUnaryReactor* reactor) {
-  absl::StatusOr<std::string> tenant = auth_.Admit(*context);
+  absl::StatusOr<std::string> tenant = Admit(*context);
   if (!tenant.ok()) {
     reactor->Finish(ToGrpcStatus(tenant.status()));
     return std::nullopt;
@@ -225,16 +225,15 @@ grpc::ServerUnaryReactor* GistmemService::Append(Context* context, const ByteBuf
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GistmemService::Generate(Context* context,
                                                                      const ByteBuffer* request) {
-  return new GenerateReactor(context, request, auth_.Admit(*context), turns_);
+  return new GenerateReactor(context, request, Admit(*context), turns_);
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* GistmemService::Chat(
     Context* context) {
-  auto* reactor =
-      new ChatReactor(context, auth_.Admit(*context), turns_, [this](ChatReactor* done) {
-        std::lock_guard lock(chats_mutex_);
-        chats_.erase(done);
-      });
+  auto* reactor = new ChatReactor(context, Admit(*context), turns_, [this](ChatReactor* done) {
+    std::lock_guard lock(chats_mutex_);
+    chats_.erase(done);
+  });
   bool refuse = false;
   {
     std::lock_guard lock(chats_mutex_);
@@ -245,7 +244,13 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* GistmemService::Cha
   return reactor;
 }
 
+absl::StatusOr<std::string> GistmemService::Admit(const Context& context) {
+  if (refusing_.load()) return absl::UnavailableError("the server is shutting down");
+  return auth_.Admit(context);
+}
+
 void GistmemService::BeginShutdown() {
+  refusing_ = true;
   // Reactors leave the set in OnDone, which gRPC runs on its own threads (never inline in
   // Finish for application reactors), so calling into them under the lock keeps them alive.
   std::lock_guard lock(chats_mutex_);

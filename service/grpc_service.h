@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -38,7 +39,8 @@ class GistmemService final : public internal::RawGistmemService {
                  TurnExecutor& turns, DocumentService& documents);
 
   // Open Chat streams take no new turns and end (UNAVAILABLE) after their running turn; new
-  // ones are refused. Called before grpc::Server::Shutdown, which then waits for the rest.
+  // calls of every method are refused UNAVAILABLE. Called before grpc::Server::Shutdown, which
+  // then waits for the rest.
   void BeginShutdown();
 
   using ByteBuffer = grpc::ByteBuffer;
@@ -73,6 +75,8 @@ class GistmemService final : public internal::RawGistmemService {
   // its result.
   // The caller's tenant and the parsed request, or nothing when the call was refused (then
   // it is finished with the status that says why).
+  // The caller's tenant (Auth::Admit), or UNAVAILABLE once shutting down.
+  absl::StatusOr<std::string> Admit(const Context& context);
   template <typename Request>
   std::optional<std::pair<std::string, Request>> AdmitAndParse(Context* context,
                                                                const ByteBuffer* request,
@@ -87,6 +91,8 @@ class GistmemService final : public internal::RawGistmemService {
   TurnExecutor& turns_;
   DocumentService& documents_;
 
+  // Set by BeginShutdown: new calls are refused UNAVAILABLE while running turns drain.
+  std::atomic<bool> refusing_{false};
   std::mutex chats_mutex_;
   std::unordered_set<ChatReactor*> chats_;
   bool shutting_down_ = false;

@@ -47,7 +47,12 @@ int64_t FirstSet(std::initializer_list<int64_t> values) {
 }  // namespace
 
 PolicyResolver::PolicyResolver(PolicyDefaults defaults, std::optional<model::GistConfig> gist)
-    : defaults_(defaults), gist_(std::move(gist)) {}
+    : defaults_(defaults), gist_(std::move(gist)) {
+  if (!defaults_.kind_set) {
+    defaults_.kind = gist_ ? memory::PolicyKind::kGist : memory::PolicyKind::kFull;
+    defaults_.kind_set = true;
+  }
+}
 
 absl::StatusOr<memory::Policy> PolicyResolver::Resolve(const v1::MemoryPolicy& requested) const {
   if (requested.ratio() < 0 || requested.window() < 0 || requested.sink_tokens() < 0) {

@@ -16,6 +16,9 @@ namespace gistmem::service {
 
 struct PolicyDefaults {
   memory::PolicyKind kind = memory::PolicyKind::kFull;
+  // false (no --policy given): `kind` is the model's: gist for a model with gist_config.json,
+  // full for any other.
+  bool kind_set = true;
   int64_t ratio = 0;  // 0: the model's default, else kBuiltinRatio
   int64_t window = 0;
   int64_t sink_tokens = 0;

@@ -4,6 +4,8 @@
 #include <numeric>
 #include <utility>
 
+#include "service/metrics.h"
+
 namespace gistmem::service {
 
 // A job while it runs: the rows it reads (the prompt's, then each sampled token's, gist
@@ -157,7 +159,10 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
   absl::StatusOr<std::vector<std::vector<float>>> outputs =
       steps.empty() ? absl::StatusOr<std::vector<std::vector<float>>>()
                     : engine_.ForwardBatch(steps);
-  if (!steps.empty()) steps_.fetch_add(1);
+  if (!steps.empty()) {
+    metrics::ObserveForwardStep(static_cast<int64_t>(members.size()), rows_used);
+    steps_.fetch_add(1);
+  }
   int64_t seen = max_sequences_in_step_.load();
   const auto size = static_cast<int64_t>(members.size());
   while (size > seen && !max_sequences_in_step_.compare_exchange_weak(seen, size)) {

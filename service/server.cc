@@ -10,6 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/fingerprint.h"
+#include "service/call_observer.h"
+#include "service/drain.h"
+#include "service/timed_store.h"
 #include "store/rocks_store.h"
 
 namespace gistmem::service {
@@ -75,7 +78,7 @@ absl::Status Server::Init() {
   absl::StatusOr<std::unique_ptr<store::RocksStore>> store =
       store::RocksStore::Open(config_.db_path);
   if (!store.ok()) return store.status();
-  store_ = *std::move(store);
+  store_ = TimeStoreCalls(*std::move(store));
 
   workers_ = std::make_unique<WorkerPool>(config_.worker_threads);
   scheduler_ = std::make_unique<Scheduler>(*engine_, config_.scheduler);
@@ -117,11 +120,16 @@ absl::Status Server::Init() {
   builder.AddListeningPort(config_.listen_address, credentials, &port_);
   builder.RegisterService(service_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.max_message_bytes));
+  builder.experimental().SetInterceptorCreators(CallObservers(*auth_));
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config_.listen_address));
   }
   server_->GetHealthCheckService()->SetServingStatus(kHealthServiceName, true);
+  absl::StatusOr<std::unique_ptr<OpsEndpoints>> ops =
+      OpsEndpoints::Start(config_, *this, *auth_, server_->InProcessChannel({}));
+  if (!ops.ok()) return ops.status();
+  ops_ = *std::move(ops);
   return absl::OkStatus();
 }
 
@@ -138,11 +146,14 @@ void Server::Shutdown(absl::Duration grace) {
     spdlog::info("shutting down: running turns have {}", absl::FormatDuration(grace));
     server_->GetHealthCheckService()->SetServingStatus(false);
     service_->BeginShutdown();
+    if (ops_) ops_->StopHttp();
+    grace = DrainTurns(*scheduler_, grace);  // health answers NOT_SERVING meanwhile
     // Waits for every call; those still running at the deadline are cancelled, which the
     // turns notice between tokens. The scheduler and workers must run until then.
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
     server_->Wait();
   }
+  ops_.reset();
   if (scheduler_) scheduler_->Stop();
   if (workers_) workers_->Stop();
   store_.reset();  // closes RocksDB; every commit was synced already

@@ -14,6 +14,7 @@
 #include "model/tokenizer/tokenizer.h"
 #include "service/config.h"
 #include "service/grpc_service.h"
+#include "service/ops_endpoints.h"
 #include "service/policy_resolver.h"
 #include "service/runtime.h"
 #include "service/scheduler.h"
@@ -47,6 +48,9 @@ class Server {
   model::Engine& engine() const { return *engine_; }
   const SessionManager& sessions() const { return *sessions_; }
   const DocumentRegistry& documents() const { return *documents_; }
+  const store::Store& store() const { return *store_; }
+  // The metrics and OpenAI-compatible HTTP endpoints (service/ops_endpoints.h).
+  const OpsEndpoints& ops() const { return *ops_; }
 
   // Stops accepting calls, lets running turns finish for up to `grace` (open Chat streams
   // end after their running turn), cancels what is left, then stops the scheduler and the
@@ -74,6 +78,7 @@ class Server {
   std::unique_ptr<Auth> auth_;
   std::unique_ptr<GistmemService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<OpsEndpoints> ops_;
   int port_ = 0;
   bool shut_down_ = false;
 };

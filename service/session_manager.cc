@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "service/kv_segment.h"
 #include "service/memory_commit.h"
+#include "service/metrics.h"
 #include "service/sampling_options.h"
 #include "store/ids.h"
 
@@ -384,6 +385,7 @@ void SessionManager::ReleaseSession(const std::shared_ptr<LiveSession>& session,
     } else {
       bytes_in_memory_ += session->cache_bytes.load() - session->accounted_bytes;
       session->accounted_bytes = session->cache_bytes.load();
+      if (session->loaded) metrics::SessionInMemory(*session);
     }
     if (!session->waiting.empty()) {
       next = std::move(session->waiting.front());
@@ -423,6 +425,7 @@ void SessionManager::EvictLocked(int64_t sessions_to_free) {
 }
 
 void SessionManager::DropLocked(LiveSession& session) {
+  metrics::SessionLeftMemory(session);
   if (session.in_lru) {
     lru_.erase(session.lru_position);
     session.in_lru = false;

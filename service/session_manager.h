@@ -64,6 +64,7 @@ class SessionManager {
 
   int64_t sessions_in_memory() const;
   int64_t cache_bytes_in_memory() const;
+  int64_t stored_sessions() const { return stored_sessions_.load(); }
 
  private:
   void Start(const std::shared_ptr<LiveSession>& session, Operation operation);

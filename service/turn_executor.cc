@@ -11,6 +11,7 @@
 #include "service/kv_segment.h"
 #include "service/memory_commit.h"
 #include "service/sampling_options.h"
+#include "service/turn_metrics.h"
 
 namespace gistmem::service {
 
@@ -48,6 +49,7 @@ TurnExecutor::TurnExecutor(const ServiceRuntime& runtime, SessionManager& sessio
     : runtime_(runtime), sessions_(sessions) {}
 
 void TurnExecutor::Submit(TurnRequest request, std::shared_ptr<TurnObserver> observer) {
+  observer = MeasureTurn(request, std::move(observer));
   const Limits& limits = runtime_.config.limits;
   if (static_cast<int64_t>(request.content.size()) > limits.max_content_bytes) {
     observer->OnEnd(

@@ -14,10 +14,13 @@ bool IsIdChar(char c) {
 
 bool IsValidId(std::string_view id) {
   if (id.empty() || id.size() > kMaxIdBytes) return false;
+  bool only_dots = true;
   for (char c : id) {
     if (!IsIdChar(c)) return false;
+    only_dots = only_dots && c == '.';
   }
-  return true;
+  // ".", "..": path-like names that tools and logs would misread.
+  return !only_dots;
 }
 
 absl::Status ValidateId(std::string_view what, std::string_view id) {
@@ -25,7 +28,7 @@ absl::Status ValidateId(std::string_view what, std::string_view id) {
   // Bounded so that a huge id does not make a huge message.
   return absl::InvalidArgumentError(absl::StrCat(
       "invalid ", AbslView(what), " \"", absl::CHexEscape(AbslView(id.substr(0, kMaxIdBytes + 1))),
-      "\": use 1 to ", kMaxIdBytes, " bytes of [A-Za-z0-9_.-]"));
+      "\": use 1 to ", kMaxIdBytes, " bytes of [A-Za-z0-9_.-], not only dots"));
 }
 
 }  // namespace gistmem::store

@@ -1,5 +1,5 @@
-// Tenant and session ids: [A-Za-z0-9_.-], 1 to 128 bytes. The key separator '/' is not among
-// them, so a key's parts can always be told apart.
+// Tenant and session ids: [A-Za-z0-9_.-], 1 to 128 bytes, not only dots (".", ".."). The key
+// separator '/' is not among them, so a key's parts can always be told apart.
 #pragma once
 
 #include <cstddef>

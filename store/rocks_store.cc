@@ -1,5 +1,7 @@
 #include "store/rocks_store.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -16,6 +18,7 @@
 #include "store/kv_segment_codec.h"
 #include "store/page_token.h"
 #include "store/records.h"
+#include "store/rocks_logger.h"
 #include "store/rocks_status.h"
 #include "store/turn_commit_check.h"
 
@@ -95,6 +98,8 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(const std::filesyst
   db_options.create_missing_column_families = true;
   db_options.paranoid_checks = true;
   if (options.env != nullptr) db_options.env = options.env;
+  // RocksDB's info log goes through spdlog, not a LOG file of its own (store/rocks_logger.h).
+  db_options.info_log = MakeSpdlogRocksLogger();
 
   absl::StatusOr<std::vector<std::string>> names = FamiliesToOpen(db_options, path.string());
   if (!names.ok()) return names.status();
@@ -193,7 +198,21 @@ absl::Status RocksStore::ScanPrefix(rocksdb::ColumnFamilyHandle* family, const s
 absl::Status RocksStore::WriteSynced(rocksdb::WriteBatch& batch, std::string_view what) {
   rocksdb::WriteOptions write_options;
   write_options.sync = true;
-  return FromRocksStatus(db_->Write(write_options, &batch), what);
+  // A failed write (a full disk) leaves RocksDB refusing writes until it recovers (on its
+  // own, or when resumed): try to resume first, so that writes go on once space has returned.
+  // When it cannot (still no space, or its own recovery is under way) the write below returns
+  // the error that stops it.
+  if (write_failed_.load()) {
+    const rocksdb::Status resumed = db_->Resume();
+    if (resumed.ok()) {
+      write_failed_ = false;
+    } else {
+      spdlog::warn("store: writes stay stopped: {}", resumed.ToString());
+    }
+  }
+  const rocksdb::Status written = db_->Write(write_options, &batch);
+  if (!written.ok()) write_failed_ = true;
+  return FromRocksStatus(written, what);
 }
 
 absl::Status RocksStore::CreateSession(const SessionRecord& record) {
@@ -436,6 +455,18 @@ absl::StatusOr<SessionStorageStats> RocksStore::Stats(std::string_view tenant,
                        });
   if (!scanned.ok()) return scanned;
   return stats;
+}
+
+int64_t RocksStore::ApproximateDiskBytes() const {
+  int64_t total = 0;
+  for (rocksdb::ColumnFamilyHandle* family : handles_) {
+    for (const std::string& property :
+         {rocksdb::DB::Properties::kLiveSstFilesSize, rocksdb::DB::Properties::kSizeAllMemTables}) {
+      uint64_t value = 0;
+      if (db_->GetIntProperty(family, property, &value)) total += static_cast<int64_t>(value);
+    }
+  }
+  return total;
 }
 
 absl::StatusOr<int64_t> RocksStore::CountSessions() const {

@@ -3,6 +3,7 @@
 // WriteBatch per change.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,31 @@ struct RocksStoreOptions {
   // Where RocksDB does its file I/O (tests pass one that injects faults); must outlive the
   // store. nullptr: the default.
   rocksdb::Env* env = nullptr;
+};
+
+// What RocksStore::CheckAll found: every session and document it could name, read whole
+// (records, transcript, KV segments, checksums), and those that cannot be.
+struct DamagedEntry {
+  std::string kind;  // "session" or "document"
+  std::string tenant;
+  std::string id;
+  absl::Status status;  // DATA_LOSS (or another error) naming the damaged key
+};
+struct StoreCheckReport {
+  int64_t sessions_checked = 0;
+  int64_t documents_checked = 0;
+  std::vector<DamagedEntry> damaged;
+  // Damage found while listing keys (a corrupt table block); the sessions and documents it
+  // hides are named from the table files' key ranges and the other column families.
+  std::vector<std::string> scan_errors;
+};
+
+// A damaged session's readable remains: its record when it decodes, and each transcript turn
+// that does (in order), for `gistmem-store export`.
+struct SessionRemains {
+  std::optional<SessionRecord> session;
+  std::vector<TurnRecord> turns;
+  std::vector<std::string> unreadable;  // keys (printable) of records that do not decode
 };
 
 class RocksStore final : public Store {
@@ -57,6 +83,16 @@ class RocksStore final : public Store {
   absl::Status PutDocument(const DocumentRecord& record, std::string_view payload) override;
   absl::StatusOr<StoredDocument> GetDocument(std::string_view tenant,
                                              std::string_view document_id) const override;
+  // RocksDB's live SST files plus memtables, over every column family.
+  int64_t ApproximateDiskBytes() const override;
+
+  // Store maintenance (store/rocks_store_check.cc; gistmem-store check|drop|export).
+  // Reads every session and document of every tenant; a damaged one does not stop the check.
+  StoreCheckReport CheckAll() const;
+  // Removes a document whatever its state (sessions that attached it then fail to load it).
+  absl::Status DeleteDocument(std::string_view tenant, std::string_view document_id);
+  // What can still be read of a session, record by record.
+  SessionRemains ReadRemains(std::string_view tenant, std::string_view session_id) const;
 
  private:
   // Called for each key/value under a prefix; a non-OK status stops the scan and is returned.
@@ -76,6 +112,9 @@ class RocksStore final : public Store {
   absl::Status ScanPrefix(rocksdb::ColumnFamilyHandle* family, const std::string& prefix,
                           const rocksdb::Snapshot* snapshot, Visitor visit) const;
   absl::Status WriteSynced(rocksdb::WriteBatch& batch, std::string_view what);
+  // OK when transcript or KV keys of the session exist, NOT_FOUND when none do, the read's
+  // error otherwise.
+  absl::Status LiveDataUnder(std::string_view tenant, std::string_view session_id) const;
 
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // all open families, destroyed on close
@@ -83,7 +122,8 @@ class RocksStore final : public Store {
   rocksdb::ColumnFamilyHandle* transcript_ = nullptr;
   rocksdb::ColumnFamilyHandle* kv_ = nullptr;
   rocksdb::ColumnFamilyHandle* documents_ = nullptr;
-  std::mutex documents_mutex_;  // a put checks and writes under it
+  std::mutex documents_mutex_;             // a put checks and writes under it
+  std::atomic<bool> write_failed_{false};  // the last write failed: Resume before the next
   SessionLocks locks_;
 };
 

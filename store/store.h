@@ -112,6 +112,9 @@ class Store {
   // NOT_FOUND when absent; DATA_LOSS when damaged or filed under another key.
   virtual absl::StatusOr<StoredDocument> GetDocument(std::string_view tenant,
                                                      std::string_view document_id) const = 0;
+
+  // Bytes the store takes on disk now (an estimate, for metrics); 0 when unknown.
+  virtual int64_t ApproximateDiskBytes() const { return 0; }
 };
 
 }  // namespace gistmem::store

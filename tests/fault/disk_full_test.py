@@ -127,10 +127,9 @@ class DiskFullTest(unittest.TestCase):
         self.server.kill()  # however it ended, from here on the server is stopped
         self.check_store_after(acknowledged)
 
-    # Today the server aborts instead: RocksDB's info LOG lives on the same full disk, and
-    # RocksDB 7.8 (Debian's, assertions on) asserts when it writes to that log again after
-    # a failed write (tests/fault/README.md, "Findings"). Remove this decorator once fixed.
-    @unittest.expectedFailure
+    # It used to abort instead: RocksDB's info LOG lived on the same full disk, and RocksDB 7.8
+    # (Debian's, assertions on) asserted when it wrote to that log again after a failed write
+    # (tests/fault/README.md, "Findings"). The info log now goes through spdlog.
     def test_full_disk_is_resource_exhausted_and_the_server_stays_up(self):
         acknowledged, error = self.run_until_full()
         self.assertIsNotNone(error, f"the server died on the full disk:\n"

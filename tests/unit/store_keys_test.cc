@@ -21,6 +21,15 @@ TEST(IdsTest, AcceptsTheAllowedAlphabet) {
   EXPECT_TRUE(IsValidId("a"));
   EXPECT_TRUE(IsValidId("Session_01.draft-2"));
   EXPECT_TRUE(IsValidId(std::string(kMaxIdBytes, 'z')));
+  EXPECT_TRUE(IsValidId(".a"));
+  EXPECT_TRUE(IsValidId("a.."));
+}
+
+TEST(IdsTest, RejectsDotOnlyIds) {
+  for (const char* bad : {".", "..", "..."}) {
+    EXPECT_FALSE(IsValidId(bad)) << bad;
+    EXPECT_THAT(std::string(ValidateId("session id", bad).message()), HasSubstr("only dots"));
+  }
 }
 
 TEST(IdsTest, RejectsEverythingElse) {

@@ -15,6 +15,7 @@
 
 #include "clients/cpp/cli/commands.h"
 #include "clients/cpp/common/dashed_flags.h"
+#include "clients/cpp/common/help_flags.h"
 
 ABSL_FLAG(std::string, model, "", "checkpoint directory (config.json, *.safetensors)");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.json (default: the one in --model)");
@@ -32,8 +33,8 @@ ABSL_FLAG(std::string, device, "cpu", "Engine to run the model on: cpu or cuda")
 ABSL_FLAG(bool, json, false, "generate: print one JSON object instead of streaming text");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "gistmem-cli <logits|generate|tokenize|detokenize|devices> [flags]; --helpfull lists flags");
+  absl::SetProgramUsageMessage("gistmem-cli <logits|generate|tokenize|detokenize|devices> [flags]");
+  gistmem::clients::HelpListsFlagsFrom("clients/cpp/cli/");
   gistmem::clients::DashedFlags flags(argc, argv);
   const std::vector<char*> positional = absl::ParseCommandLine(flags.argc(), flags.argv());
   const std::map<std::string, int (*)()> commands = {{"logits", gistmem::cli::RunLogits},
