@@ -27,6 +27,7 @@
 
 #include "model/backend/cpu/cpu_transformer.h"
 #include "model/backend/cuda/device_kv_view.h"
+#include "model/backend/cuda/kernels.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -336,6 +337,166 @@ TEST(CudaTransformerPolicy, WindowVisibilityMatchesCpu) {
     chunk.visibility = visibility;
     const std::vector<float> want = cpu->ForwardBatch({&chunk, 1})[0];
     CompareLogits(*got, want, vocab, "window policy step " + std::to_string(t));
+  }
+}
+
+// Pages from a shuffled free list, and slots appended to one segment.
+class Slots {
+ public:
+  Slots(int32_t block_size, int32_t num_pages, unsigned seed) : block_size_(block_size) {
+    free_.resize(num_pages);
+    std::iota(free_.begin(), free_.end(), 0);
+    std::shuffle(free_.begin(), free_.end(), std::mt19937(seed));
+  }
+  // Appends one slot; returns its (page, slot).
+  std::pair<int32_t, int32_t> Append(HostKvSegment& seg, int32_t position, int32_t from = 0,
+                                     int32_t until = memory::kVisibleForever) {
+    if (seg.num_slots % block_size_ == 0) seg.page_ids.push_back(free_.at(next_++));
+    const std::pair<int32_t, int32_t> at{seg.page_ids.back(), seg.num_slots % block_size_};
+    if (!seg.shared) {
+      seg.positions.push_back(position);
+      seg.visible_from.push_back(from);
+      seg.visible_until.push_back(until);
+    }
+    ++seg.num_slots;
+    return at;
+  }
+
+ private:
+  int32_t block_size_;
+  std::vector<int32_t> free_;
+  size_t next_ = 0;
+};
+
+// Runs `tokens` at `positions` as one step of a sequence whose KV is `segments` (the first one
+// gets the new rows); returns the logits of every row.
+std::vector<float> Step(CudaTransformer& model, KvPagePool& pool, Slots& slots,
+                        std::vector<HostKvSegment>& segments, std::span<const int32_t> tokens,
+                        std::span<const int32_t> positions) {
+  std::vector<int32_t> pages, slot_ids;
+  for (int32_t p : positions) {
+    const auto [page, slot] = slots.Append(segments[0], p);
+    pages.push_back(page);
+    slot_ids.push_back(slot);
+  }
+  const std::vector<std::vector<HostKvSegment>> host = {segments};
+  absl::StatusOr<DeviceKvViews> views = DeviceKvViews::Upload(host, pool.layout().block_size);
+  EXPECT_TRUE(views.ok()) << views.status();
+  const std::vector<int32_t> rows = Iota(0, tokens.size());
+  CudaSequenceStep step{.tokens = tokens,
+                        .positions = positions,
+                        .clocks = {},
+                        .kv_pages = pages,
+                        .kv_slots = slot_ids,
+                        .kv = views->view(0),
+                        .logits_rows = rows};
+  absl::StatusOr<std::vector<float>> logits = model.Forward({&step, 1}, pool);
+  EXPECT_TRUE(logits.ok()) << logits.status();
+  return logits.ok() ? *logits : std::vector<float>();
+}
+
+std::vector<int32_t> RandomTokens(size_t count, int64_t vocab, std::mt19937& rng) {
+  std::vector<int32_t> tokens(count);
+  for (int32_t& t : tokens)
+    t = static_cast<int32_t>(rng() % vocab);
+  return tokens;
+}
+
+// A document computed once (its own positions 0..m-1) and attached to a session at offset 9:
+// the GPU's shared segment (query rotated back by rope_offset) against KvCache::Attach.
+TEST(CudaTransformerShared, AttachedDocumentMatchesCpu) {
+  const auto dir = ModelsDir() / "qwen2-tied-f32";
+  absl::StatusOr<std::unique_ptr<CudaTransformer>> gpu = CudaTransformer::Load(dir);
+  ASSERT_OK(gpu.status());
+  const auto cpu = model::CpuTransformer::Load(dir, 2);
+  const int64_t vocab = cpu->config().vocab_size;
+  absl::StatusOr<KvPagePool> pool = KvPagePool::Allocate((*gpu)->PageLayoutFor(4), 64);
+  ASSERT_OK(pool.status());
+  Slots slots(4, 64, 11);
+  std::mt19937 rng(12);
+  const std::vector<int32_t> doc = RandomTokens(13, vocab, rng),
+                             prefix = RandomTokens(9, vocab, rng),
+                             query = RandomTokens(6, vocab, rng);
+
+  // The document alone, then the session's prefix.
+  std::vector<HostKvSegment> doc_kv(1), session(1);
+  Step(**gpu, *pool, slots, doc_kv, doc, Iota(0, doc.size()));
+  Step(**gpu, *pool, slots, session, prefix, Iota(0, prefix.size()));
+  auto doc_cache = std::make_shared<model::KvCache>(cpu->config());
+  std::vector<int64_t> doc_positions(doc.size());
+  std::iota(doc_positions.begin(), doc_positions.end(), 0);
+  cpu->Forward(doc, doc_positions, *doc_cache, model::LogitsMode::kLast);
+  model::KvCache cache(cpu->config());
+  std::vector<int64_t> prefix_positions(prefix.size());
+  std::iota(prefix_positions.begin(), prefix_positions.end(), 0);
+  cpu->Forward(prefix, prefix_positions, cache, model::LogitsMode::kLast);
+
+  // Attach at offset 9 (positions 9..21), then the query at 22..27 and two decode steps.
+  cache.Attach({doc_cache, 9, 13, "doc"});
+  HostKvSegment shared = doc_kv[0];
+  shared.shared = true;
+  shared.rope_offset = 9;
+  shared.positions.clear();
+  shared.visible_from.clear();
+  shared.visible_until.clear();
+  session.push_back(shared);
+  int32_t next = 22;
+  for (size_t chunk : {query.size(), size_t{1}, size_t{1}}) {
+    const std::vector<int32_t> tokens = chunk == query.size() ? query : RandomTokens(1, vocab, rng);
+    const std::vector<int32_t> positions = Iota(next, chunk);
+    const std::vector<int64_t> positions64(positions.begin(), positions.end());
+    const std::vector<float> got = Step(**gpu, *pool, slots, session, tokens, positions);
+    const std::vector<float> want =
+        cpu->Forward(tokens, positions64, cache, model::LogitsMode::kAll);
+    CompareLogits(got, want, vocab, "shared document, rows at " + std::to_string(next));
+    next += static_cast<int32_t>(chunk);
+  }
+}
+
+// A pooled entry (the `pool` policy's mean of four entries, PooledMean on the GPU) and then
+// decode steps that see it: against KvCache::AppendMean.
+TEST(CudaTransformerPooled, PooledEntryMatchesCpu) {
+  const auto dir = ModelsDir() / "llama-gqa-bf16";
+  absl::StatusOr<std::unique_ptr<CudaTransformer>> gpu = CudaTransformer::Load(dir);
+  ASSERT_OK(gpu.status());
+  const auto cpu = model::CpuTransformer::Load(dir, 2);
+  const int64_t vocab = cpu->config().vocab_size;
+  absl::StatusOr<KvPagePool> pool = KvPagePool::Allocate((*gpu)->PageLayoutFor(4), 64);
+  ASSERT_OK(pool.status());
+  Slots slots(4, 64, 21);
+  std::mt19937 rng(22);
+  const std::vector<int32_t> prompt = RandomTokens(12, vocab, rng);
+  std::vector<HostKvSegment> session(1);
+  Step(**gpu, *pool, slots, session, prompt, Iota(0, prompt.size()));
+  model::KvCache cache(cpu->config());
+  std::vector<int64_t> prompt_positions(prompt.size());
+  std::iota(prompt_positions.begin(), prompt_positions.end(), 0);
+  cpu->Forward(prompt, prompt_positions, cache, model::LogitsMode::kLast);
+
+  // Entry 12 := mean of entries 2..5, at position 5, visible to all later queries.
+  const int64_t sources[] = {2, 3, 4, 5};
+  cache.AppendMean(sources, 5, {});
+  std::vector<int32_t> offsets = {0, 4}, src_pages, src_slots;
+  for (int64_t e : sources) {
+    src_pages.push_back(session[0].page_ids[e / 4]);
+    src_slots.push_back(static_cast<int32_t>(e % 4));
+  }
+  const auto [dst_page, dst_slot] = slots.Append(session[0], 5);
+  DeviceBuffer d_off = testing::Upload(offsets), d_sp = testing::Upload(src_pages),
+               d_ss = testing::Upload(src_slots),
+               d_dp = testing::Upload(std::vector<int32_t>{dst_page}),
+               d_ds = testing::Upload(std::vector<int32_t>{dst_slot});
+  ASSERT_OK(PooledMean(d_off.as<int32_t>(), d_sp.as<int32_t>(), d_ss.as<int32_t>(),
+                       d_dp.as<int32_t>(), d_ds.as<int32_t>(), 1, pool->data(), pool->layout(),
+                       nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (int32_t t = 12; t < 17; ++t) {
+    const std::vector<int32_t> tokens = RandomTokens(1, vocab, rng), positions = {t};
+    const int64_t positions64[] = {t};
+    const std::vector<float> got = Step(**gpu, *pool, slots, session, tokens, positions);
+    const std::vector<float> want =
+        cpu->Forward(tokens, positions64, cache, model::LogitsMode::kAll);
+    CompareLogits(got, want, vocab, "after a pooled entry, position " + std::to_string(t));
   }
 }
 

@@ -83,6 +83,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       continue;
     }
     // This segment's query: as given, or rotated back by rope_offset for a shared segment.
+    // Lanes of this warp may still be reading the previous segment's query (no barrier since).
+    __syncwarp();
 #pragma unroll
     for (int i = 0; i < kQueries; ++i) {
       if (!valid[i]) continue;
