@@ -52,9 +52,9 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Load(
     return absl::InvalidArgumentError(error.what());
   }
   const model::ModelConfig& c = model->config_;
-  if (c.head_dim > 128 || c.head_dim % 2 != 0) {
+  if (c.head_dim > 128 || c.head_dim % 8 != 0) {
     return absl::UnimplementedError("CudaTransformer: head_dim " + std::to_string(c.head_dim) +
-                                    " (attention supports even head_dim up to 128)");
+                                    " (attention supports multiples of 8 up to 128)");
   }
   absl::StatusOr<CudaWeights> weights;
   try {

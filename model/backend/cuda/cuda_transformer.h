@@ -81,7 +81,7 @@ class CudaTransformer {
   // Reads config.json and the safetensors of `model_dir` and uploads the weights.
   // INVALID_ARGUMENT for a config or checkpoint the runtime does not support (the message
   // names the key or tensor), RESOURCE_EXHAUSTED when the weights do not fit, UNIMPLEMENTED
-  // for head_dim > 128, FAILED_PRECONDITION without a usable GPU.
+  // for head_dim > 128 or not a multiple of 8, FAILED_PRECONDITION without a usable GPU.
   static absl::StatusOr<std::unique_ptr<CudaTransformer>> Load(
       const std::filesystem::path& model_dir, AttentionOptions attention_options = {});
   ~CudaTransformer();

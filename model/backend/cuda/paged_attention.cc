@@ -58,9 +58,10 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
   if (shape.num_heads <= 0 || shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads) {
     return absl::InvalidArgumentError("attention: num_kv_heads must divide num_heads");
   }
-  if (shape.head_dim <= 0 || shape.head_dim % 2 || shape.head_dim > 128) {
-    return absl::UnimplementedError("attention: head_dim must be even and at most 128, not " +
-                                    std::to_string(shape.head_dim));
+  if (shape.head_dim <= 0 || shape.head_dim % 8 || shape.head_dim > 128) {
+    return absl::UnimplementedError(
+        "attention: head_dim must be a multiple of 8, at most 128, not " +
+        std::to_string(shape.head_dim));
   }
   if (row_offsets.size() != sequences.size() + 1 || row_offsets[0] != 0) {
     return absl::InvalidArgumentError(
@@ -100,11 +101,12 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
   }
   num_rows_ = row_offsets.back();
 
-  // Split the KV length when the batch alone would leave multiprocessors idle: aim at two
-  // CTAs per multiprocessor, each over at least kMinChunk slots.
+  // Split the KV length when the batch alone would leave multiprocessors idle: aim at
+  // ctas_per_multiprocessor CTAs on each (enough loads in flight to keep HBM busy), each over
+  // at least kMinChunk slots.
   int64_t chunk = options_.kv_chunk;
   if (chunk <= 0) {
-    const int64_t target = 2 * int64_t{multiprocessors_};
+    const int64_t target = int64_t{options_.ctas_per_multiprocessor} * multiprocessors_;
     chunk = base_ctas >= target ? INT32_MAX
                                 : std::max<int64_t>(kMinChunk, (total_work + target - 1) / target);
     chunk = (chunk + attention::kTileSlots - 1) / attention::kTileSlots * attention::kTileSlots;

@@ -19,7 +19,8 @@
 // heads of one KV head group per CTA share each 64-slot K/V tile, flash-style online softmax)
 // and a decode path (4 query vectors per CTA). Both split the KV length across CTAs when the
 // batch alone would not fill the GPU (flash-decoding: per-split results, then a combine
-// kernel), so one long sequence still uses every multiprocessor.
+// kernel), so one long sequence still uses every multiprocessor. The K/V loads are 16 bytes wide
+// and the inner products run on CUDA cores; a tensor-core (mma) version keeps this structure.
 //
 // Thread-safety: not thread-safe (one plan at a time); use one object per stream.
 #pragma once
@@ -62,6 +63,9 @@ struct AttentionOptions {
   // KV slots per split; 0 picks it from the batch and the multiprocessor count. Tests set it
   // small to exercise the split/combine path on short sequences.
   int32_t kv_chunk = 0;
+  // Without kv_chunk: split KV lengths until the step has about this many CTAs per
+  // multiprocessor (a decode CTA is 4 warps, mostly waiting on its K/V tile loads).
+  int32_t ctas_per_multiprocessor = 4;
   // Sequences with at most this many rows take the decode path.
   int32_t decode_max_rows = 2;
 };

@@ -28,7 +28,8 @@ __device__ __forceinline__ float WarpSum(float v) {
   return v;
 }
 
-// kDims: head dimensions per lane (head_dim <= 32 * kDims); kQueries: query vectors per warp.
+// kDims: consecutive head dimensions per lane in P.V (head_dim <= 32 * kDims); kQueries: query
+// vectors per warp. head_dim is a multiple of 8 (16-byte loads).
 // Shared memory: K tile [kTileSlots][head_dim + 2] bf16 (the 2 pad make a row an odd number of
 // 4-byte words, so the 32 lanes reading 32 different rows hit 32 banks), V tile
 // [kTileSlots][head_dim] bf16, rotated queries [kWarps * kQueries][head_dim] fp32, and the
@@ -108,15 +109,23 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int t0 = lo; t0 < hi; t0 += kTileSlots) {
       const int n = min(kTileSlots, hi - t0);
       __syncthreads();  // every warp is done with the previous tile
-      for (int idx = threadIdx.x; idx < n * words; idx += blockDim.x) {
-        const int j = idx / words, w = idx % words;
+      // 16-byte loads (8 bf16): a head's row is head_dim / 8 of them.
+      const int chunks = hd / 8;
+      for (int idx = threadIdx.x; idx < n * chunks; idx += blockDim.x) {
+        const int j = idx / chunks, c = idx % chunks;
         const int local = t0 - seg_begin + j;
         const int page = seg.page_ids[local / bs], slot = local % bs;
-        const int64_t base = item.kv_head * hd + 2 * w;
-        k_tile[j * k_stride_words + w] = *reinterpret_cast<const uint32_t*>(
+        const int64_t base = item.kv_head * hd + 8 * c;
+        const uint4 k = *reinterpret_cast<const uint4*>(
             pool + RowStart(p.layout, page, p.layer, 0, slot) + base);
-        v_tile[j * words + w] = *reinterpret_cast<const uint32_t*>(
+        const uint4 v = *reinterpret_cast<const uint4*>(
             pool + RowStart(p.layout, page, p.layer, 1, slot) + base);
+        uint32_t* k_dst = k_tile + j * k_stride_words + 4 * c;  // odd row stride: 4 stores
+        k_dst[0] = k.x;
+        k_dst[1] = k.y;
+        k_dst[2] = k.z;
+        k_dst[3] = k.w;
+        *reinterpret_cast<uint4*>(v_tile + j * words + 4 * c) = v;
       }
       for (int j = threadIdx.x; j < n; j += blockDim.x) {
         const int local = t0 - seg_begin + j;
@@ -169,14 +178,26 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int t = 0; t < kDims; ++t)
           o[i][t] *= alpha;
+        // Lane owns kDims consecutive dimensions: one 4- or 8-byte shared load per slot.
         const __nv_bfloat16* v_half = reinterpret_cast<const __nv_bfloat16*>(v_tile);
+        const int d0 = lane * kDims;
         for (int j = 0; j < n; ++j) {
           const float pj = __shfl_sync(0xffffffffu, j < 32 ? p0 : p1, j & 31);
-          if (pj == 0.f) continue;  // warp-uniform; also skips masked slots' stale data
-#pragma unroll
-          for (int t = 0; t < kDims; ++t) {
-            const int d = lane + 32 * t;
-            if (d < hd) o[i][t] = fmaf(pj, __bfloat162float(v_half[j * hd + d]), o[i][t]);
+          if (pj == 0.f || d0 >= hd) continue;  // pj: warp-uniform; skips masked slots' data
+          const __nv_bfloat16* v = v_half + j * hd + d0;
+          if constexpr (kDims == 4) {
+            const uint2 raw = *reinterpret_cast<const uint2*>(v);
+            const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
+            const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+            o[i][0] = fmaf(pj, a.x, o[i][0]);
+            o[i][1] = fmaf(pj, a.y, o[i][1]);
+            o[i][2] = fmaf(pj, b.x, o[i][2]);
+            o[i][3] = fmaf(pj, b.y, o[i][3]);
+          } else {
+            static_assert(kDims == 2);
+            const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(v));
+            o[i][0] = fmaf(pj, a.x, o[i][0]);
+            o[i][1] = fmaf(pj, a.y, o[i][1]);
           }
         }
       }
@@ -201,10 +222,10 @@ __global__ void __launch_bounds__(kWarps * 32)
         p.partial_ml[2 * partial + 1] = l[i];
       }
     }
+    if (lane * kDims < hd) {
 #pragma unroll
-    for (int t = 0; t < kDims; ++t) {
-      const int d = lane + 32 * t;
-      if (d < hd) dst[d] = o[i][t] * inverse;
+      for (int t = 0; t < kDims; ++t)
+        dst[lane * kDims + t] = o[i][t] * inverse;
     }
   }
 }
