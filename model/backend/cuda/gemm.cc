@@ -59,6 +59,9 @@ absl::StatusOr<const Gemm::Plan*> Gemm::PlanFor(int64_t rows, int64_t in, int64_
                                                 OutputType output) {
   const auto key = std::make_tuple(rows, in, out, static_cast<int>(output));
   if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
+  // Row counts vary step by step; a bounded cache keeps a long-running server's memory flat
+  // (a heuristic query costs tens of microseconds when a shape comes back).
+  if (plans_.size() >= kMaxPlans) plans_.clear();
   auto plan = std::make_unique<Plan>();
   GISTMEM_LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;

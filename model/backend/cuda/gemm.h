@@ -43,6 +43,7 @@ class Gemm {
   Gemm() = default;
   absl::StatusOr<const Plan*> PlanFor(int64_t rows, int64_t in, int64_t out, OutputType output);
 
+  static constexpr size_t kMaxPlans = 4096;
   cublasLtContext* handle_ = nullptr;
   DeviceBuffer workspace_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, std::unique_ptr<Plan>> plans_;
