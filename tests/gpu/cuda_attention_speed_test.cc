@@ -26,7 +26,7 @@ constexpr int32_t kHeads = 32, kKvHeads = 8, kHeadDim = 128, kBlock = 16;
 
 // `sequences` sequences of `slots` slots each (pages shuffled), `rows` query rows each at the
 // last positions; returns microseconds per Run.
-double TimeAttention(int32_t sequences, int32_t slots, int32_t rows, int32_t ctas_per_sm = 4) {
+double TimeAttention(int32_t sequences, int32_t slots, int32_t rows) {
   const memory::PageLayout layout{
       .block_size = kBlock, .num_layers = 1, .kv_dim = kKvHeads * kHeadDim, .element_bytes = 2};
   const int32_t pages_per_seq = (slots + kBlock - 1) / kBlock;
@@ -60,9 +60,7 @@ double TimeAttention(int32_t sequences, int32_t slots, int32_t rows, int32_t cta
   DeviceBuffer pos = Upload(positions), clk = Upload(clocks);
   DeviceBuffer freq = Upload(std::vector<float>(kHeadDim / 2, 1e-3f));
   DeviceBuffer out = Allocate(positions.size() * kHeads * kHeadDim * 4);
-  AttentionOptions options;
-  options.ctas_per_multiprocessor = ctas_per_sm;
-  absl::StatusOr<std::unique_ptr<PagedAttention>> attention = PagedAttention::Create(options);
+  absl::StatusOr<std::unique_ptr<PagedAttention>> attention = PagedAttention::Create();
   EXPECT_TRUE(attention.ok());
   EXPECT_TRUE((*attention)
                   ->Plan(views->views(), row_offsets, {kHeads, kKvHeads, kHeadDim, 0}, nullptr)

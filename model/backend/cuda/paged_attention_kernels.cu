@@ -28,73 +28,6 @@ __device__ __forceinline__ float WarpSum(float v) {
   return v;
 }
 
-// One thread's share of a K/V tile, held in registers between its loads and its stores to
-// shared memory, so the next tile's loads are in flight while the current tile is computed.
-template <int kLoads>
-struct TileRegisters {
-  uint4 k[kLoads], v[kLoads];
-  int32_t position, from, until;
-};
-
-// Issues the loads of slots [t0, t0 + n) of `seg` (t0 counted from the segment's start):
-// 16-byte pieces (8 bf16; a head's row is head_dim / 8 of them), and one slot's metadata per
-// thread.
-template <int kLoads>
-__device__ __forceinline__ void LoadTile(const KernelParams& p, const memory::KvSegmentView& seg,
-                                         int kv_head, int t0, int n, TileRegisters<kLoads>& r) {
-  const __nv_bfloat16* pool = static_cast<const __nv_bfloat16*>(p.pool);
-  const int hd = p.head_dim, chunks = hd / 8, bs = p.layout.block_size;
-#pragma unroll
-  for (int i = 0; i < kLoads; ++i) {
-    const int idx = threadIdx.x + i * kWarps * 32;
-    if (idx >= n * chunks) break;
-    const int j = idx / chunks, c = idx % chunks;
-    const int local = t0 + j;
-    const int page = seg.page_ids[local / bs], slot = local % bs;
-    const int64_t base = kv_head * hd + 8 * c;
-    r.k[i] =
-        *reinterpret_cast<const uint4*>(pool + RowStart(p.layout, page, p.layer, 0, slot) + base);
-    r.v[i] =
-        *reinterpret_cast<const uint4*>(pool + RowStart(p.layout, page, p.layer, 1, slot) + base);
-  }
-  if (threadIdx.x < n) {
-    if (seg.shared) {
-      r.position = INT_MIN;
-      r.from = INT_MIN;
-      r.until = INT_MAX;
-    } else {
-      r.position = seg.positions[t0 + threadIdx.x];
-      r.from = seg.visible_from[t0 + threadIdx.x];
-      r.until = seg.visible_until[t0 + threadIdx.x];
-    }
-  }
-}
-
-template <int kLoads>
-__device__ __forceinline__ void StoreTile(const TileRegisters<kLoads>& r, int hd, int n,
-                                          uint32_t* k_tile, uint32_t* v_tile,
-                                          int32_t* slot_position, int32_t* slot_from,
-                                          int32_t* slot_until) {
-  const int chunks = hd / 8, words = hd / 2, k_stride_words = words + 1;
-#pragma unroll
-  for (int i = 0; i < kLoads; ++i) {
-    const int idx = threadIdx.x + i * kWarps * 32;
-    if (idx >= n * chunks) break;
-    const int j = idx / chunks, c = idx % chunks;
-    uint32_t* k_dst = k_tile + j * k_stride_words + 4 * c;  // odd row stride: 4 stores
-    k_dst[0] = r.k[i].x;
-    k_dst[1] = r.k[i].y;
-    k_dst[2] = r.k[i].z;
-    k_dst[3] = r.k[i].w;
-    *reinterpret_cast<uint4*>(v_tile + j * words + 4 * c) = r.v[i];
-  }
-  if (threadIdx.x < n) {
-    slot_position[threadIdx.x] = r.position;
-    slot_from[threadIdx.x] = r.from;
-    slot_until[threadIdx.x] = r.until;
-  }
-}
-
 // kDims: consecutive head dimensions per lane in P.V (head_dim <= 32 * kDims); kQueries: query
 // vectors per warp. head_dim is a multiple of 8 (16-byte loads).
 // Shared memory: K tile [kTileSlots][head_dim + 2] bf16 (the 2 pad make a row an odd number of
@@ -139,6 +72,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       o[i][t] = 0.f;
   }
 
+  const __nv_bfloat16* pool = static_cast<const __nv_bfloat16*>(p.pool);
+  const int bs = p.layout.block_size;
   int seg_begin = 0;
   for (int s = 0; s < seq.num_segments; ++s) {
     const memory::KvSegmentView seg = p.segments[seq.segment_begin + s];
@@ -171,19 +106,40 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     __syncwarp();
 
-    // Software pipeline: tile t + 1's loads are issued before tile t is computed.
-    constexpr int kLoads = kTileSlots * 4 * kDims / (kWarps * 32);  // head_dim <= 32 * kDims
-    TileRegisters<kLoads> regs;
-    LoadTile(p, seg, item.kv_head, lo - seg_begin, min(kTileSlots, hi - lo), regs);
     for (int t0 = lo; t0 < hi; t0 += kTileSlots) {
       const int n = min(kTileSlots, hi - t0);
       __syncthreads();  // every warp is done with the previous tile
-      StoreTile(regs, hd, n, k_tile, v_tile, slot_position, slot_from, slot_until);
-      __syncthreads();
-      if (t0 + kTileSlots < hi) {
-        LoadTile(p, seg, item.kv_head, t0 + kTileSlots - seg_begin,
-                 min(kTileSlots, hi - t0 - kTileSlots), regs);
+      // 16-byte loads (8 bf16): a head's row is head_dim / 8 of them.
+      const int chunks = hd / 8;
+      for (int idx = threadIdx.x; idx < n * chunks; idx += blockDim.x) {
+        const int j = idx / chunks, c = idx % chunks;
+        const int local = t0 - seg_begin + j;
+        const int page = seg.page_ids[local / bs], slot = local % bs;
+        const int64_t base = item.kv_head * hd + 8 * c;
+        const uint4 k = *reinterpret_cast<const uint4*>(
+            pool + RowStart(p.layout, page, p.layer, 0, slot) + base);
+        const uint4 v = *reinterpret_cast<const uint4*>(
+            pool + RowStart(p.layout, page, p.layer, 1, slot) + base);
+        uint32_t* k_dst = k_tile + j * k_stride_words + 4 * c;  // odd row stride: 4 stores
+        k_dst[0] = k.x;
+        k_dst[1] = k.y;
+        k_dst[2] = k.z;
+        k_dst[3] = k.w;
+        *reinterpret_cast<uint4*>(v_tile + j * words + 4 * c) = v;
       }
+      for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const int local = t0 - seg_begin + j;
+        if (seg.shared) {
+          slot_position[j] = INT_MIN;
+          slot_from[j] = INT_MIN;
+          slot_until[j] = INT_MAX;
+        } else {
+          slot_position[j] = seg.positions[local];
+          slot_from[j] = seg.visible_from[local];
+          slot_until[j] = seg.visible_until[local];
+        }
+      }
+      __syncthreads();
 
 #pragma unroll
       for (int i = 0; i < kQueries; ++i) {
