@@ -26,7 +26,7 @@ constexpr int32_t kHeads = 32, kKvHeads = 8, kHeadDim = 128, kBlock = 16;
 
 // `sequences` sequences of `slots` slots each (pages shuffled), `rows` query rows each at the
 // last positions; returns microseconds per Run.
-double TimeAttention(int32_t sequences, int32_t slots, int32_t rows) {
+double TimeAttention(int32_t sequences, int32_t slots, int32_t rows, int32_t ctas_per_sm = 4) {
   const memory::PageLayout layout{
       .block_size = kBlock, .num_layers = 1, .kv_dim = kKvHeads * kHeadDim, .element_bytes = 2};
   const int32_t pages_per_seq = (slots + kBlock - 1) / kBlock;
@@ -60,7 +60,9 @@ double TimeAttention(int32_t sequences, int32_t slots, int32_t rows) {
   DeviceBuffer pos = Upload(positions), clk = Upload(clocks);
   DeviceBuffer freq = Upload(std::vector<float>(kHeadDim / 2, 1e-3f));
   DeviceBuffer out = Allocate(positions.size() * kHeads * kHeadDim * 4);
-  absl::StatusOr<std::unique_ptr<PagedAttention>> attention = PagedAttention::Create();
+  AttentionOptions options;
+  options.ctas_per_multiprocessor = ctas_per_sm;
+  absl::StatusOr<std::unique_ptr<PagedAttention>> attention = PagedAttention::Create(options);
   EXPECT_TRUE(attention.ok());
   EXPECT_TRUE((*attention)
                   ->Plan(views->views(), row_offsets, {kHeads, kKvHeads, kHeadDim, 0}, nullptr)
@@ -96,19 +98,22 @@ double TimeAttention(int32_t sequences, int32_t slots, int32_t rows) {
   const double bytes = double(sequences) * slots * 2 * layout.kv_dim * 2;
   const double flops = 4.0 * sequences * rows * kHeads * kHeadDim * double(slots);  // upper bound
   std::printf(
-      "%3d seq x %6d slots x %4d rows: %9.1f us/layer, KV %7.1f GB/s, %6.2f TFLOP/s "
+      "%3d seq x %6d slots x %4d rows, split target %d CTAs/SM: %9.1f us/layer, KV %7.1f GB/s, "
+      "%6.2f TFLOP/s "
       "(%lld prefill CTAs, %lld decode CTAs, %lld combined)\n",
-      sequences, slots, rows, us, bytes / us * 1e-3, flops / us * 1e-6,
+      sequences, slots, rows, ctas_per_sm, us, bytes / us * 1e-3, flops / us * 1e-6,
       (long long)(*attention)->prefill_ctas(), (long long)(*attention)->decode_ctas(),
       (long long)(*attention)->combined_outputs());
   return us;
 }
 
 TEST(CudaAttentionSpeed, DecodeBatch64x4096) {
-  TimeAttention(64, 4096, 1);
+  for (int32_t ctas : {4, 8})
+    TimeAttention(64, 4096, 1, ctas);
 }
 TEST(CudaAttentionSpeed, DecodeOneSequence32k) {
-  TimeAttention(1, 32768, 1);
+  for (int32_t ctas : {4, 8})
+    TimeAttention(1, 32768, 1, ctas);
 }
 TEST(CudaAttentionSpeed, DecodeBatch8x1024) {
   TimeAttention(8, 1024, 1);

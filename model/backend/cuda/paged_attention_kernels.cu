@@ -158,15 +158,20 @@ __global__ void __launch_bounds__(kWarps * 32)
               slot_from[j] <= qclock[i] && qclock[i] <= slot_until[j];
           if (!visible) continue;
           const uint32_t* k_row = k_tile + j * k_stride_words;
-          float dot = 0.f;
-          for (int w = 0; w < words; ++w) {
-            const float2 k =
+          // Four independent partial sums: a single chain would wait on each FMA's latency.
+          float dot[4] = {0.f, 0.f, 0.f, 0.f};
+          for (int w = 0; w < words; w += 2) {  // words is a multiple of 4 (head_dim % 8 == 0)
+            const float2 k0 =
                 __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(k_row + w));
-            const float2 q = q2[w];
-            dot = fmaf(q.x, k.x, dot);
-            dot = fmaf(q.y, k.y, dot);
+            const float2 k1 =
+                __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(k_row + w + 1));
+            const float2 q0 = q2[w], q1 = q2[w + 1];
+            dot[0] = fmaf(q0.x, k0.x, dot[0]);
+            dot[1] = fmaf(q0.y, k0.y, dot[1]);
+            dot[2] = fmaf(q1.x, k1.x, dot[2]);
+            dot[3] = fmaf(q1.y, k1.y, dot[3]);
           }
-          score[c] = dot * p.scale;
+          score[c] = ((dot[0] + dot[1]) + (dot[2] + dot[3])) * p.scale;
         }
         const float m_new = fmaxf(m[i], WarpMax(fmaxf(score[0], score[1])));
         if (m_new == -INFINITY) continue;        // nothing visible yet
@@ -181,6 +186,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         // Lane owns kDims consecutive dimensions: one 4- or 8-byte shared load per slot.
         const __nv_bfloat16* v_half = reinterpret_cast<const __nv_bfloat16*>(v_tile);
         const int d0 = lane * kDims;
+#pragma unroll 4
         for (int j = 0; j < n; ++j) {
           const float pj = __shfl_sync(0xffffffffu, j < 32 ? p0 : p1, j & 31);
           if (pj == 0.f || d0 >= hd) continue;  // pj: warp-uniform; skips masked slots' data
