@@ -1,6 +1,6 @@
 // gistmem-lm-loss: next-token loss of held-out prose under each memory policy, computed by the
 // service's own engine code (memory::SessionMemory lays out the rows and evicts/pools after
-// every step, model::CpuTransformer::ForwardBatch runs them, in prompt chunks of
+// every step, the CPU engine (model/engine.h) runs them, in prompt chunks of
 // min(256, MaxChunkTokens(policy)) rows as service/scheduler.cc does with its default
 // --prefill_chunk). The gRPC service returns no logits, so this is the closest path to it that
 // has them. Driven by bench/lm_loss_eval.py; built by bench/build_lm_loss.sh.
@@ -25,7 +25,7 @@
 
 #include "memory/read_rows.h"
 #include "memory/session_memory.h"
-#include "model/backend/cpu/cpu_transformer.h"
+#include "model/engine.h"
 #include "model/gist_config.h"
 #include "model/tokenizer/tokenizer.h"
 
@@ -107,18 +107,20 @@ struct Totals {
 };
 
 // One row through a fresh session memory; adds its targets' losses to `t`.
-void Row(model::CpuTransformer& engine, const memory::Policy& policy, std::span<const int32_t> raw,
+void Row(model::Engine& engine, const memory::Policy& policy, std::span<const int32_t> raw,
          Totals& t) {
   const int64_t vocab = engine.config().vocab_size;
-  memory::SessionMemory memory(engine.config(), policy);
+  memory::SessionMemory memory(engine.kv_pool(), policy);
   memory.BeginTurn();
   const memory::RowPlan plan = memory.Plan(raw);
   const int64_t step = std::min(kPrefillChunk, memory::MaxChunkTokens(policy));
   int64_t raw_seen = 0;  // raw index of the next raw row
   for (int64_t begin = 0; begin < plan.size(); begin += step) {
     const int64_t end = std::min(plan.size(), begin + step);
-    const std::vector<float> logits =
+    absl::StatusOr<std::vector<float>> read =
         memory::ReadRows(engine, memory, plan, begin, end, model::LogitsMode::kAll);
+    if (!read.ok()) throw std::runtime_error(read.status().ToString());
+    const std::vector<float>& logits = *read;
     for (int64_t r = begin; r < end; ++r) {
       if (plan.entries[r].kind == memory::EntryKind::kGist) continue;  // no label
       const int64_t j = raw_seen++;
@@ -138,17 +140,20 @@ void Row(model::CpuTransformer& engine, const memory::Policy& policy, std::span<
         t.far_n += 1;
       }
     }
-    t.most_retained = std::max(t.most_retained, memory.cache().size());
+    t.most_retained = std::max(t.most_retained, memory.Counts().total());
   }
   memory.EndTurn();
-  t.retained_sum += memory.cache().size();
+  t.retained_sum += memory.Counts().total();
   t.stream_sum += memory.state().stream_tokens;
   t.rows += 1;
 }
 
 int Loss(const std::filesystem::path& model_dir, const std::string& rows_path, int64_t row_len,
          int threads, const std::vector<std::string>& specs) {
-  std::unique_ptr<model::CpuTransformer> engine = model::CpuTransformer::Load(model_dir, threads);
+  absl::StatusOr<std::unique_ptr<model::Engine>> loaded =
+      model::LoadEngine(model_dir, {.device = "cpu", .num_threads = threads});
+  if (!loaded.ok()) throw std::runtime_error(loaded.status().ToString());
+  model::Engine* engine = loaded->get();
   const std::string bytes = ReadFile(rows_path);
   std::vector<int32_t> ids(bytes.size() / sizeof(int32_t));
   std::copy_n(bytes.data(), ids.size() * sizeof(int32_t), reinterpret_cast<char*>(ids.data()));

@@ -3,7 +3,7 @@
 //   1. reads the conversation into a SessionMemory in turns of --turn tokens, as the service
 //      does, and adds up the bytes every turn's commit writes (service/memory_commit.h): what
 //      the store keeps at the end, and what the cache holds;
-//   2. times --timed_turns real forward turns (CpuTransformer, fp32) at that length: the rows
+//   2. times --timed_turns real forward turns (the --device engine) at that length: the rows
 //      of step 1 are zeros (step 1 runs no model), which costs the same arithmetic.
 // Then documents: compressing one with the model vs attaching it, and the memory of 10
 // sessions sharing one copy vs each holding its own.
@@ -20,7 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "memory/read_rows.h"
 #include "memory/session_memory.h"
-#include "model/backend/cpu/cpu_transformer.h"
+#include "model/engine.h"
 #include "service/memory_commit.h"
 
 ABSL_FLAG(std::string, model, "models/gistmem-tiny", "checkpoint directory");
@@ -31,6 +31,7 @@ ABSL_FLAG(int64_t, ratio, 8, "r of pool and gist");
 ABSL_FLAG(int64_t, window, 512, "W of window, pool and gist");
 ABSL_FLAG(int64_t, sinks, 4, "S of window, pool and gist");
 ABSL_FLAG(int, threads, 0, "attention threads (0 = every core)");
+ABSL_FLAG(std::string, device, "cpu", "engine: cpu or cuda");
 
 namespace gistmem::bench {
 namespace {
@@ -40,34 +41,47 @@ double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-// Appends the plan's rows to the cache without the model (zero rows), as Forward would.
+template <typename T>
+T OrDie(absl::StatusOr<T> value) {
+  if (!value.ok()) {
+    std::fprintf(stderr, "gistmem-bench: %s\n", value.status().ToString().c_str());
+    std::exit(1);
+  }
+  return *std::move(value);
+}
+
+void OrDie(const absl::Status& status) {
+  if (!status.ok()) OrDie(absl::StatusOr<int>(status));
+}
+
+// Appends the plan's rows to the memory without the model (their rows stay as the pages
+// held them, which costs the same arithmetic later).
 void ReadWithoutModel(memory::SessionMemory& memory, const memory::RowPlan& plan, int64_t chunk) {
   for (int64_t begin = 0; begin < plan.size(); begin += chunk) {
     const int64_t end = std::min(plan.size(), begin + chunk);
-    memory.cache().Extend(std::span(plan.positions).subspan(begin, end - begin),
-                          std::span(plan.visibility).subspan(begin, end - begin));
-    memory.Applied(plan, begin, end);
+    OrDie(memory.Reserve(plan, begin, end));
+    OrDie(memory.Applied(plan, begin, end));
   }
 }
 
-void ReadWithModel(model::CpuTransformer& engine, memory::SessionMemory& memory,
+void ReadWithModel(model::Engine& engine, memory::SessionMemory& memory,
                    const memory::RowPlan& plan, int64_t chunk) {
   for (int64_t begin = 0; begin < plan.size(); begin += chunk) {
     const int64_t end = std::min(plan.size(), begin + chunk);
-    memory::ReadRows(engine, memory, plan, begin, end, model::LogitsMode::kLast);
+    OrDie(memory::ReadRows(engine, memory, plan, begin, end, model::LogitsMode::kLast));
   }
 }
 
 struct Row {
   std::string policy;
-  int64_t raw = 0, stream = 0, retained = 0, cache_bytes = 0, stored_bytes = 0;
+  int64_t raw = 0, stream = 0, retained = 0, cache_bytes = 0, wasted_bytes = 0, stored_bytes = 0;
   double turn_ms = 0, decode_ms = 0;
 };
 
-Row Measure(model::CpuTransformer& engine, const memory::Policy& policy, int64_t raw_tokens,
+Row Measure(model::Engine& engine, const memory::Policy& policy, int64_t raw_tokens,
             std::mt19937& random) {
   const model::ModelConfig& config = engine.config();
-  memory::SessionMemory memory(config, policy);
+  memory::SessionMemory memory(engine.kv_pool(), policy);
   std::uniform_int_distribution<int32_t> token(10, static_cast<int32_t>(config.vocab_size) - 1);
   const int64_t turn = absl::GetFlag(FLAGS_turn);
   const int64_t chunk = std::min<int64_t>(turn, memory::MaxChunkTokens(policy));
@@ -95,8 +109,9 @@ Row Measure(model::CpuTransformer& engine, const memory::Policy& policy, int64_t
   row.policy = memory::Describe(policy);
   row.raw = raw_tokens;
   row.stream = memory.state().stream_tokens;
-  row.retained = memory.cache().size();
+  row.retained = memory.Counts().total();
   row.cache_bytes = memory.Bytes();
+  row.wasted_bytes = memory.WastedBytes();
   row.stored_bytes = stored + window_bytes;
 
   // Real forward turns at this length, then one decode step.
@@ -118,33 +133,33 @@ Row Measure(model::CpuTransformer& engine, const memory::Policy& policy, int64_t
   return row;
 }
 
-void Documents(model::CpuTransformer& engine, const memory::Policy& policy) {
+void Documents(model::Engine& engine, const memory::Policy& policy) {
   std::mt19937 random(7);
   std::uniform_int_distribution<int32_t> token(
       10, static_cast<int32_t>(engine.config().vocab_size) - 1);
   std::vector<int32_t> text(1024);
   for (int32_t& t : text)
     t = token(random);
-  memory::SessionMemory document(engine.config(), policy);
+  memory::SessionMemory document(engine.kv_pool(), policy);
   auto start = Clock::now();
   ReadWithModel(engine, document, document.Plan(text), 256);
-  const std::shared_ptr<const model::KvCache> frozen = document.Frozen();
+  const std::shared_ptr<const memory::FrozenKv> frozen = OrDie(document.Frozen());
   const double compress_ms = 1000 * Seconds(Clock::now() - start);
 
-  std::vector<memory::SessionMemory> sessions;
+  std::vector<std::unique_ptr<memory::SessionMemory>> sessions;
   for (int i = 0; i < 10; ++i) {
-    sessions.emplace_back(engine.config(), policy);
+    sessions.push_back(std::make_unique<memory::SessionMemory>(engine.kv_pool(), policy));
     const std::vector<int32_t> prompt(64, 11 + i);
-    ReadWithModel(engine, sessions.back(), sessions.back().Plan(prompt), 64);
+    ReadWithModel(engine, *sessions.back(), sessions.back()->Plan(prompt), 64);
   }
   start = Clock::now();
-  for (memory::SessionMemory& s : sessions)
-    s.Attach(frozen, document.state().stream_tokens, "doc");
+  for (auto& s : sessions)
+    s->Attach(frozen, "doc");
   const double attach_ms = 1000 * Seconds(Clock::now() - start) / 10;
-  const int64_t doc_bytes = 2 * frozen->num_layers() * frozen->size() * frozen->kv_dim() * 4;
+  const int64_t doc_bytes = frozen->bytes();
   int64_t own = 0;
-  for (const memory::SessionMemory& s : sessions)
-    own += s.Bytes();
+  for (const auto& s : sessions)
+    own += s->Bytes();
   std::printf("\n## Documents (%s, 1024 tokens)\n\n", memory::Describe(policy).c_str());
   std::printf("| what | value |\n| --- | --- |\n");
   std::printf("| compress once (forward + freeze) | %.1f ms |\n", compress_ms);
@@ -159,8 +174,10 @@ void Documents(model::CpuTransformer& engine, const memory::Policy& policy) {
 }
 
 int Main() {
-  auto engine =
-      model::CpuTransformer::Load(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_threads));
+  const std::unique_ptr<model::Engine> engine = OrDie(
+      model::LoadEngine(absl::GetFlag(FLAGS_model), {.device = absl::GetFlag(FLAGS_device),
+                                                     .num_threads = absl::GetFlag(FLAGS_threads),
+                                                     .kv_pool_bytes = int64_t{16} << 30}));
   const int64_t r = absl::GetFlag(FLAGS_ratio), w = absl::GetFlag(FLAGS_window);
   const int64_t s = absl::GetFlag(FLAGS_sinks);
   const std::vector<memory::Policy> policies = {
@@ -185,10 +202,10 @@ int Main() {
               absl::GetFlag(FLAGS_model).c_str(), engine->config().num_layers,
               engine->config().num_kv_heads, engine->config().head_dim, absl::GetFlag(FLAGS_turn));
   std::printf(
-      "| policy | raw tokens | stream | retained entries | cache bytes | stored bytes | "
-      "stored vs full | ms per %ld-token turn | ms per decode step |\n",
+      "| policy | raw tokens | stream | retained entries | cache bytes (pages) | of which page "
+      "rounding | stored bytes | stored vs full | ms per %ld-token turn | ms per decode step |\n",
       absl::GetFlag(FLAGS_turn));
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   std::mt19937 random(1);
   const std::vector<std::string> lengths = absl::StrSplit(absl::GetFlag(FLAGS_lengths), ',');
   for (const std::string& length : lengths) {
@@ -197,10 +214,10 @@ int Main() {
     for (const memory::Policy& policy : policies) {
       const Row row = Measure(*engine, policy, n, random);
       if (policy.kind == memory::PolicyKind::kFull) full_stored = row.stored_bytes;
-      std::printf("| %s | %ld | %ld | %ld | %ld | %ld | 1/%.2f | %.1f | %.2f |\n",
+      std::printf("| %s | %ld | %ld | %ld | %ld | %ld | %ld | 1/%.2f | %.1f | %.2f |\n",
                   row.policy.c_str(), row.raw, row.stream, row.retained, row.cache_bytes,
-                  row.stored_bytes, static_cast<double>(full_stored) / row.stored_bytes,
-                  row.turn_ms, row.decode_ms);
+                  row.wasted_bytes, row.stored_bytes,
+                  static_cast<double>(full_stored) / row.stored_bytes, row.turn_ms, row.decode_ms);
       std::fflush(stdout);
     }
   }

@@ -76,18 +76,18 @@ bool GistFollows(const Policy& policy, int64_t raw_index) {
   return policy.kind == PolicyKind::kGist && (raw_index + 1) % policy.ratio == 0;
 }
 
-model::EntryVisibility RawVisibility(const Policy& policy, int64_t raw_index, int64_t position) {
+EntryVisibility RawVisibility(const Policy& policy, int64_t raw_index, int64_t position) {
   if (policy.kind == PolicyKind::kFull || position < policy.sink_tokens) return {};
   return {.from_clock = 0, .until_clock = raw_index + policy.window};
 }
 
-model::EntryVisibility GistVisibility() {
+EntryVisibility GistVisibility() {
   return {};
 }
 
-model::EntryVisibility PooledVisibility(const Policy& policy, int64_t span) {
+EntryVisibility PooledVisibility(const Policy& policy, int64_t span) {
   return {.from_clock = (span + 1) * policy.ratio + policy.window,
-          .until_clock = model::EntryVisibility::kForever};
+          .until_clock = EntryVisibility::kForever};
 }
 
 int64_t MaxChunkTokens(const Policy& policy) {

@@ -21,7 +21,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "model/kv_cache.h"
+#include "memory/entry.h"
 
 namespace gistmem::memory {
 
@@ -45,17 +45,15 @@ struct Policy {
 absl::Status Validate(const Policy& policy);
 std::string Describe(const Policy& policy);
 
-// What kind of entry a cache slot holds.
-enum class EntryKind : int32_t { kRaw = 1, kSink = 2, kGist = 3, kPooled = 4 };
 std::string_view EntryKindName(EntryKind kind);
 
 // Whether a gist token follows raw token `raw_index`.
 bool GistFollows(const Policy& policy, int64_t raw_index);
 // Visibility of a raw token's entry; a raw token at a stream position < S is a sink.
-model::EntryVisibility RawVisibility(const Policy& policy, int64_t raw_index, int64_t position);
-model::EntryVisibility GistVisibility();
+EntryVisibility RawVisibility(const Policy& policy, int64_t raw_index, int64_t position);
+EntryVisibility GistVisibility();
 // Visibility of span j's pooled entry.
-model::EntryVisibility PooledVisibility(const Policy& policy, int64_t span);
+EntryVisibility PooledVisibility(const Policy& policy, int64_t span);
 // The most tokens a forward step of one session may read at once, so that no query needs an
 // entry the cache makes only after the step (a pooled span): W for pool, else unlimited.
 int64_t MaxChunkTokens(const Policy& policy);

@@ -4,20 +4,25 @@
 
 namespace gistmem::memory {
 
-std::vector<float> ReadRows(model::CpuTransformer& engine, SessionMemory& memory,
-                            const RowPlan& plan, int64_t begin, int64_t end,
-                            model::LogitsMode mode) {
+absl::StatusOr<std::vector<float>> ReadRows(model::Engine& engine, SessionMemory& memory,
+                                            const RowPlan& plan, int64_t begin, int64_t end,
+                                            model::LogitsMode mode) {
+  absl::StatusOr<std::vector<SlotRef>> slots = memory.Reserve(plan, begin, end);
+  if (!slots.ok()) return slots.status();
   auto part = [&](const auto& rows) { return std::span(rows).subspan(begin, end - begin); };
-  model::SequenceChunk chunk;
-  chunk.tokens = part(plan.tokens);
-  chunk.positions = part(plan.positions);
-  chunk.clocks = part(plan.clocks);
-  chunk.visibility = part(plan.visibility);
-  chunk.cache = &memory.cache();
-  chunk.mode = mode;
-  std::vector<float> logits = std::move(engine.ForwardBatch(std::span(&chunk, 1))[0]);
-  memory.Applied(plan, begin, end);
-  return logits;
+  const model::SequenceStep step{.tokens = part(plan.tokens),
+                                 .positions = part(plan.positions),
+                                 .clocks = part(plan.clocks),
+                                 .slots = *slots,
+                                 .kv = &memory.kv(),
+                                 .mode = mode};
+  absl::StatusOr<std::vector<std::vector<float>>> logits = engine.ForwardBatch(std::span(&step, 1));
+  if (!logits.ok()) {
+    memory.Unreserve();
+    return logits.status();
+  }
+  if (absl::Status applied = memory.Applied(plan, begin, end); !applied.ok()) return applied;
+  return std::move((*logits)[0]);
 }
 
 }  // namespace gistmem::memory

@@ -1,7 +1,6 @@
 #include "memory/session_memory.h"
 
 #include <algorithm>
-#include <stdexcept>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +12,13 @@ bool IsRawKind(EntryKind kind) {
   return kind == EntryKind::kRaw || kind == EntryKind::kSink;
 }
 
+// Appends one slot of `segment` to `list`.
+void Add(const KvSegment& segment, int32_t i, EntryList& list) {
+  list.slots.push_back(segment.slot(i));
+  list.positions.push_back(segment.position(i));
+  list.infos.push_back(segment.info(i));
+}
+
 }  // namespace
 
 int64_t RowPlan::LastRawRow(int64_t begin, int64_t end) const {
@@ -22,13 +28,21 @@ int64_t RowPlan::LastRawRow(int64_t begin, int64_t end) const {
   return -1;
 }
 
-SessionMemory::SessionMemory(const model::ModelConfig& config, Policy policy)
-    : policy_(policy), cache_(config), freed_in_turn_(config) {}
+SessionMemory::SessionMemory(BlockPool& pool, Policy policy) : policy_(policy), kv_(pool) {}
+
+template <typename F>
+void SessionMemory::ForEachSlot(F&& f) const {
+  for (const KvSegment* segment : {&kv_.pinned(), &kv_.window()}) {
+    for (int32_t i = 0; i < segment->num_slots(); ++i)
+      f(*segment, i);
+  }
+}
 
 RetainedCounts SessionMemory::Counts() const {
   RetainedCounts counts;
-  for (const EntryInfo& entry : entries_) {
-    switch (entry.kind) {
+  ForEachSlot([&](const KvSegment& segment, int32_t i) {
+    if (segment.visibility(i).until_clock < state_.raw_tokens) return;  // left for good
+    switch (segment.info(i).kind) {
       case EntryKind::kRaw:
         ++counts.raw;
         break;
@@ -42,13 +56,14 @@ RetainedCounts SessionMemory::Counts() const {
         ++counts.pooled;
         break;
     }
-  }
+  });
   return counts;
 }
 
-int64_t SessionMemory::Bytes() const {
-  return 2 * cache_.num_layers() * cache_.size() * cache_.kv_dim() *
-         static_cast<int64_t>(sizeof(float));
+int64_t SessionMemory::WastedBytes() const {
+  const PageLayout& layout = kv_.pool().layout();
+  const int64_t entry_bytes = layout.page_bytes() / layout.block_size;
+  return Bytes() - Counts().total() * entry_bytes;
 }
 
 int64_t SessionMemory::RawRoom(int64_t max_positions) const {
@@ -73,7 +88,7 @@ int64_t SessionMemory::RawRoom(int64_t max_positions) const {
 RowPlan SessionMemory::Plan(std::span<const int32_t> raw_tokens) const {
   RowPlan plan;
   int64_t position = state_.stream_tokens, raw_index = state_.raw_tokens;
-  auto add = [&](int32_t token, EntryKind kind, int64_t clock, model::EntryVisibility v) {
+  auto add = [&](int32_t token, EntryKind kind, int64_t clock, EntryVisibility v) {
     plan.tokens.push_back(token);
     plan.positions.push_back(position++);
     plan.clocks.push_back(clock);
@@ -92,133 +107,135 @@ RowPlan SessionMemory::Plan(std::span<const int32_t> raw_tokens) const {
   return plan;
 }
 
-void SessionMemory::Applied(const RowPlan& plan, int64_t begin, int64_t end) {
-  const int64_t rows = end - begin;
-  if (begin < 0 || end > plan.size() || rows <= 0 ||
-      plan.positions[begin] != state_.stream_tokens ||
-      cache_.size() != static_cast<int64_t>(entries_.size()) + rows) {
-    throw std::logic_error(absl::StrCat(
-        "SessionMemory::Applied: rows [", begin, ", ", end, ") do not continue the stream at ",
-        state_.stream_tokens, " (cache ", cache_.size(), ", entries ", entries_.size(), ")"));
+SessionKv::Segment SessionMemory::SegmentOf(EntryKind kind) const {
+  // Raw entries that will leave live in the window; everything that stays is pinned.
+  if (kind == EntryKind::kRaw && policy_.kind != PolicyKind::kFull) {
+    return SessionKv::Segment::kWindow;
   }
+  return SessionKv::Segment::kPinned;
+}
+
+absl::StatusOr<std::vector<SlotRef>> SessionMemory::Reserve(const RowPlan& plan, int64_t begin,
+                                                            int64_t end) {
+  if (reserved_ || begin < 0 || end > plan.size() || begin >= end ||
+      plan.positions[begin] != state_.stream_tokens) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "SessionMemory::Reserve: rows [", begin, ", ", end, ") do not continue the stream at ",
+        state_.stream_tokens, reserved_ ? " (rows are already reserved)" : ""));
+  }
+  before_reserve_ = kv_.mark();
+  std::vector<SlotRef> slots;
+  slots.reserve(end - begin);
   for (int64_t row = begin; row < end; ++row) {
     EntryInfo info = plan.entries[row];
-    info.serial = state_.next_serial++;
-    entries_.push_back(info);
-    state_.stream_tokens = plan.positions[row] + 1;
-    if (IsRawKind(info.kind)) state_.raw_tokens = info.raw_index + 1;
+    info.serial = state_.next_serial + (row - begin);
+    absl::StatusOr<SlotRef> slot =
+        kv_.Append(SegmentOf(info.kind), plan.positions[row], plan.visibility[row], info);
+    if (!slot.ok()) {
+      kv_.TruncateTo(before_reserve_);
+      return slot.status();
+    }
+    slots.push_back(*slot);
   }
-  PoolCompletedSpans();
-  FreeExpired();
+  reserved_ = true;
+  reserved_begin_ = begin;
+  reserved_end_ = end;
+  return slots;
 }
 
-void SessionMemory::PoolCompletedSpans() {
-  if (policy_.kind != PolicyKind::kPool) return;
+void SessionMemory::Unreserve() {
+  if (!reserved_) return;
+  kv_.TruncateTo(before_reserve_);
+  reserved_ = false;
+}
+
+absl::Status SessionMemory::Applied(const RowPlan& plan, int64_t begin, int64_t end) {
+  if (!reserved_ || begin != reserved_begin_ || end != reserved_end_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("SessionMemory::Applied: rows [", begin, ", ", end, ") were not reserved"));
+  }
+  reserved_ = false;
+  for (int64_t row = begin; row < end; ++row) {
+    ++state_.next_serial;
+    state_.stream_tokens = plan.positions[row] + 1;
+    if (IsRawKind(plan.entries[row].kind)) state_.raw_tokens = plan.entries[row].raw_index + 1;
+  }
+  absl::Status pooled = PoolCompletedSpans();
+  // The next query has clock raw_tokens (a gist still to come) or more.
+  kv_.ReleaseExpired(state_.raw_tokens);
+  return pooled;
+}
+
+absl::Status SessionMemory::PoolCompletedSpans() {
+  if (policy_.kind != PolicyKind::kPool) return absl::OkStatus();
   const int64_t r = policy_.ratio;
   while ((state_.pooled_spans + 1) * r <= state_.raw_tokens) {
-    const int64_t span = state_.pooled_spans++;
-    std::vector<int64_t> sources;
-    for (int64_t i = 0; i < static_cast<int64_t>(entries_.size()); ++i) {
-      const EntryInfo& e = entries_[i];
+    const int64_t span = state_.pooled_spans;
+    const KvSegment& window = kv_.window();
+    std::vector<SlotRef> sources;
+    int64_t last_position = 0;
+    for (int32_t i = 0; i < window.num_slots(); ++i) {
+      const EntryInfo& e = window.info(i);
       if (e.kind == EntryKind::kRaw && e.raw_index >= span * r && e.raw_index < (span + 1) * r) {
-        sources.push_back(i);
+        sources.push_back(window.slot(i));
+        last_position = window.position(i);
       }
     }
-    if (sources.empty()) continue;  // the whole span is sinks: they stay as they are
-    cache_.AppendMean(sources, cache_.positions()[sources.back()], PooledVisibility(policy_, span));
-    entries_.push_back({.kind = EntryKind::kPooled,
-                        .serial = state_.next_serial++,
-                        .raw_index = (span + 1) * r - 1});
-  }
-}
-
-void SessionMemory::FreeExpired() {
-  // The next query has clock raw_tokens (a gist still to come) or more.
-  std::vector<int64_t> keep;
-  keep.reserve(entries_.size());
-  for (int64_t i = 0; i < static_cast<int64_t>(entries_.size()); ++i) {
-    if (cache_.visibility()[i].until_clock >= state_.raw_tokens) {
-      keep.push_back(i);
-    } else if (in_turn_ && entries_[i].serial < turn_start_.next_serial) {
-      freed_in_turn_.AppendCopy(cache_, i);  // an earlier turn's entry: Rollback needs it
-      freed_entries_.push_back(entries_[i]);
+    if (!sources.empty()) {  // a span of sinks only stays as it is
+      const EntryInfo info{.kind = EntryKind::kPooled,
+                           .serial = state_.next_serial,
+                           .raw_index = (span + 1) * r - 1};
+      absl::StatusOr<SlotRef> slot = kv_.Append(SessionKv::Segment::kPinned, last_position,
+                                                PooledVisibility(policy_, span), info,
+                                                /*any_position=*/true);
+      if (!slot.ok()) return slot.status();
+      kv_.pool().storage().MeanOfSlots(sources, *slot);
+      ++state_.next_serial;
     }
+    ++state_.pooled_spans;
   }
-  if (keep.size() == entries_.size()) return;
-  cache_.Retain(keep);
-  std::vector<EntryInfo> kept;
-  kept.reserve(keep.size());
-  for (int64_t i : keep)
-    kept.push_back(entries_[i]);
-  entries_ = std::move(kept);
+  return absl::OkStatus();
 }
 
 void SessionMemory::BeginTurn() {
-  if (in_turn_) throw std::logic_error("SessionMemory::BeginTurn: a turn is open");
   in_turn_ = true;
   turn_start_ = state_;
-  turn_start_shared_ = cache_.shared().size();
-  freed_in_turn_.Truncate(0);
-  freed_entries_.clear();
+  kv_.BeginTurn();
 }
 
 void SessionMemory::EndTurn() {
   in_turn_ = false;
-  freed_in_turn_.Truncate(0);
-  freed_entries_.clear();
+  kv_.EndTurn();
 }
 
 void SessionMemory::Rollback() {
-  if (!in_turn_) throw std::logic_error("SessionMemory::Rollback: no turn is open");
-  // Merge the earlier entries still here with those the turn freed, in serial order.
-  model::KvCache rebuilt = cache_.EmptyLike();
-  for (size_t i = 0; i < turn_start_shared_; ++i)
-    rebuilt.Attach(cache_.shared()[i]);
-  std::vector<EntryInfo> entries;
-  size_t here = 0, freed = 0;
-  const int64_t limit = turn_start_.next_serial;
-  while (true) {
-    const bool have_here = here < entries_.size() && entries_[here].serial < limit;
-    const bool have_freed = freed < freed_entries_.size();
-    if (!have_here && !have_freed) break;
-    if (have_here && (!have_freed || entries_[here].serial < freed_entries_[freed].serial)) {
-      rebuilt.AppendCopy(cache_, static_cast<int64_t>(here));
-      entries.push_back(entries_[here++]);
-    } else {
-      rebuilt.AppendCopy(freed_in_turn_, static_cast<int64_t>(freed));
-      entries.push_back(freed_entries_[freed++]);
-    }
-  }
-  rebuilt.SetNextPosition(turn_start_.stream_tokens);
-  cache_ = std::move(rebuilt);
-  entries_ = std::move(entries);
+  if (!in_turn_) return;
+  Unreserve();
+  kv_.Rollback();
   state_ = turn_start_;
-  EndTurn();
+  in_turn_ = false;
 }
 
-std::vector<int64_t> SessionMemory::NewPinnedEntries() const {
+EntryList SessionMemory::NewPinnedEntries() const {
   const int64_t first_serial = in_turn_ ? turn_start_.next_serial : state_.next_serial;
-  std::vector<int64_t> pinned;
-  for (int64_t i = 0; i < static_cast<int64_t>(entries_.size()); ++i) {
-    if (entries_[i].serial >= first_serial &&
-        cache_.visibility()[i].until_clock == model::EntryVisibility::kForever) {
-      pinned.push_back(i);
-    }
+  EntryList pinned;
+  const KvSegment& segment = kv_.pinned();
+  for (int32_t i = 0; i < segment.num_slots(); ++i) {
+    if (segment.info(i).serial >= first_serial) Add(segment, i, pinned);
   }
   return pinned;
 }
 
-std::vector<int64_t> SessionMemory::TransientEntries() const {
-  std::vector<int64_t> transient;
-  for (int64_t i = 0; i < static_cast<int64_t>(entries_.size()); ++i) {
-    if (cache_.visibility()[i].until_clock != model::EntryVisibility::kForever) {
-      transient.push_back(i);
-    }
+EntryList SessionMemory::TransientEntries() const {
+  EntryList transient;
+  const KvSegment& segment = kv_.window();
+  for (int32_t i = 0; i < segment.num_slots(); ++i) {
+    if (segment.visibility(i).until_clock >= state_.raw_tokens) Add(segment, i, transient);
   }
   return transient;
 }
 
-model::EntryVisibility SessionMemory::VisibilityOf(const EntryInfo& info, int64_t position) const {
+EntryVisibility SessionMemory::VisibilityOf(const EntryInfo& info, int64_t position) const {
   switch (info.kind) {
     case EntryKind::kRaw:
     case EntryKind::kSink:
@@ -231,47 +248,44 @@ model::EntryVisibility SessionMemory::VisibilityOf(const EntryInfo& info, int64_
   return {};
 }
 
-std::vector<int64_t> SessionMemory::FrozenEntries() const {
-  std::vector<int64_t> entries;
+EntryList SessionMemory::FrozenEntries() const {
+  EntryList entries;
   const int64_t clock = state_.raw_tokens;  // the clock of the document's last token
-  for (int64_t i = 0; i < cache_.size(); ++i) {
-    if (cache_.visibility()[i].VisibleAt(clock)) entries.push_back(i);
-  }
+  ForEachSlot([&](const KvSegment& segment, int32_t i) {
+    if (segment.visibility(i).VisibleAt(clock)) Add(segment, i, entries);
+  });
   return entries;
 }
 
-std::shared_ptr<const model::KvCache> SessionMemory::Frozen() const {
-  auto frozen = std::make_shared<model::KvCache>(cache_.EmptyLike());
-  for (int64_t i : FrozenEntries())
-    frozen->AppendCopy(cache_, i);
-  frozen->SetNextPosition(state_.stream_tokens);
-  return frozen;
+absl::StatusOr<std::shared_ptr<const FrozenKv>> SessionMemory::Frozen() const {
+  return FrozenKv::CopyOf(kv_.pool(), FrozenEntries(), state_.stream_tokens);
 }
 
-void SessionMemory::Attach(std::shared_ptr<const model::KvCache> document,
-                           int64_t document_stream_tokens, std::string label) {
-  cache_.Attach({.entries = std::move(document),
-                 .position_offset = state_.stream_tokens,
-                 .stream_tokens = document_stream_tokens,
-                 .label = std::move(label)});
-  state_.stream_tokens += document_stream_tokens;
+void SessionMemory::Attach(std::shared_ptr<const FrozenKv> document, std::string label) {
+  state_.stream_tokens += document->stream_tokens();
+  kv_.Attach(std::move(document), std::move(label));
 }
 
 int64_t SessionMemory::AttachedEntries() const {
   int64_t entries = 0;
-  for (const model::SharedSegment& segment : cache_.shared())
-    entries += segment.entries->size();
+  for (const AttachedKv& attached : kv_.attached())
+    entries += attached.kv->size();
   return entries;
 }
 
-void SessionMemory::RestoreAttached(model::SharedSegment segment) {
-  cache_.Attach(std::move(segment));
+void SessionMemory::RestoreAttached(AttachedKv attached) {
+  kv_.RestoreAttached(std::move(attached));
 }
 
-int64_t SessionMemory::RestoreEntry(const EntryInfo& info, int64_t position) {
-  const int64_t entry = cache_.AppendUnordered(position, VisibilityOf(info, position));
-  entries_.push_back(info);
-  return entry;
+absl::StatusOr<SlotRef> SessionMemory::RestoreEntry(const EntryInfo& info, int64_t position) {
+  // A stored position the KV cannot hold is damage to the record, not a caller's mistake.
+  if (position < 0 || position >= kVisibleForever) {
+    return absl::DataLossError(absl::StrCat("stored cache entry of serial ", info.serial,
+                                            " has position ", position, ", outside [0, ",
+                                            kVisibleForever, ")"));
+  }
+  return kv_.Append(SegmentOf(info.kind), position, VisibilityOf(info, position), info,
+                    /*any_position=*/true);
 }
 
 absl::Status SessionMemory::FinishRestore(const MemoryState& state) {
@@ -284,16 +298,19 @@ absl::Status SessionMemory::FinishRestore(const MemoryState& state) {
                                             " stream tokens, ", state.pooled_spans,
                                             " pooled spans, serial ", state.next_serial));
   }
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    const EntryInfo& e = entries_[i];
-    if ((i > 0 && e.serial <= entries_[i - 1].serial) || e.serial >= state.next_serial ||
-        cache_.positions()[i] >= state.stream_tokens || e.raw_index >= state.raw_tokens) {
-      return absl::DataLossError(absl::StrCat("stored cache entry ", i, " (serial ", e.serial,
-                                              ", position ", cache_.positions()[i],
+  absl::Status fits = absl::OkStatus();
+  ForEachSlot([&](const KvSegment& segment, int32_t i) {
+    const EntryInfo& e = segment.info(i);
+    if (!fits.ok()) return;
+    if ((i > 0 && e.serial <= segment.info(i - 1).serial) || e.serial >= state.next_serial ||
+        segment.position(i) >= state.stream_tokens || e.raw_index >= state.raw_tokens) {
+      fits = absl::DataLossError(absl::StrCat("stored cache entry of serial ", e.serial,
+                                              " (position ", segment.position(i),
                                               ") does not fit the stored memory state"));
     }
-  }
-  cache_.SetNextPosition(state.stream_tokens);
+  });
+  if (!fits.ok()) return fits;
+  if (absl::Status ok = kv_.SetNextPosition(state.stream_tokens); !ok.ok()) return ok;
   state_ = state;
   return absl::OkStatus();
 }

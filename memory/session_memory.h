@@ -1,30 +1,26 @@
-// One session's memory: its KV cache, what each entry is, and where the stream stands. It
-// lays out the rows a step reads (gist tokens inserted where the policy says), and after each
-// step applies the policy for real: completed spans are pooled, entries no later query can
-// see are freed. A turn that is cancelled rolls back to exactly where it began.
+// One session's memory: its paged KV (memory/session_kv.h), what each entry is, and where the
+// stream stands. It lays out the rows a step reads (gist tokens inserted where the policy
+// says), places each row's entry in the pinned segment or the window, and after each step
+// applies the policy for real: completed spans are pooled, window pages no later query can
+// see go back to the pool. A turn that is cancelled rolls back to exactly where it began.
+//
+// Thread-safety: none; one owner at a time (the session's).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "memory/block_pool.h"
+#include "memory/entry.h"
 #include "memory/policy.h"
-#include "model/config.h"
-#include "model/kv_cache.h"
+#include "memory/session_kv.h"
 
 namespace gistmem::memory {
-
-// What one cache entry is. `serial` orders entries by when they were made (the cache keeps
-// them in that order, so a restored cache sums attention in the same order). `raw_index` is
-// the raw token's index for raw and sink entries, the span's last raw index for a pooled one,
-// and the raw index of the token before it for a gist.
-struct EntryInfo {
-  EntryKind kind = EntryKind::kRaw;
-  int64_t serial = 0;
-  int64_t raw_index = 0;
-};
 
 // Where the stream stands; stored with the session so a restored memory goes on exactly.
 struct MemoryState {
@@ -41,8 +37,8 @@ struct RowPlan {
   std::vector<int32_t> tokens;
   std::vector<int64_t> positions;
   std::vector<int64_t> clocks;
-  std::vector<model::EntryVisibility> visibility;
-  std::vector<EntryInfo> entries;  // serials included
+  std::vector<EntryVisibility> visibility;
+  std::vector<EntryInfo> entries;  // serial 0: the memory numbers them when they are read
 
   int64_t size() const { return static_cast<int64_t>(tokens.size()); }
   // Index of the last raw row in [begin, end), or -1 when there is none.
@@ -56,15 +52,18 @@ struct RetainedCounts {
 
 class SessionMemory {
  public:
-  SessionMemory(const model::ModelConfig& config, Policy policy);
+  // An empty memory whose pages come from `pool` (the engine's).
+  SessionMemory(BlockPool& pool, Policy policy);
 
   const Policy& policy() const { return policy_; }
   const MemoryState& state() const { return state_; }
-  const model::KvCache& cache() const { return cache_; }
-  model::KvCache& cache() { return cache_; }
-  const std::vector<EntryInfo>& entries() const { return entries_; }
+  const SessionKv& kv() const { return kv_; }
+  // Entries a later query can still see, by kind.
   RetainedCounts Counts() const;
-  int64_t Bytes() const;
+  // Bytes of the pages the session holds (a page-rounded figure: see WastedBytes).
+  int64_t Bytes() const { return kv_.bytes_held(); }
+  // Of Bytes(), what holds no retained entry (free tail slots, expired slots on live pages).
+  int64_t WastedBytes() const;
 
   // The most raw tokens that can still be read before the stream reaches `max_positions`
   // positions (gist tokens take positions too).
@@ -72,53 +71,59 @@ class SessionMemory {
 
   // The rows that read `raw_tokens` after the rows applied so far.
   RowPlan Plan(std::span<const int32_t> raw_tokens) const;
-  // After the forward pass appended rows [begin, end) of `plan` to the cache (they must be
-  // the next rows of the stream): records them, pools completed spans, frees what no later
-  // query can see.
-  void Applied(const RowPlan& plan, int64_t begin, int64_t end);
+  // Appends the entries of rows [begin, end) of `plan` (the next rows of the stream) to the
+  // KV and returns the slots where the engine writes their keys and values.
+  // RESOURCE_EXHAUSTED (nothing appended) when the pool has no room.
+  absl::StatusOr<std::vector<SlotRef>> Reserve(const RowPlan& plan, int64_t begin, int64_t end);
+  // The step that was to fill the reserved rows failed: they are dropped.
+  void Unreserve();
+  // After the engine wrote the reserved rows [begin, end): records them, pools completed
+  // spans, gives back pages no later query can see. RESOURCE_EXHAUSTED when a pooled entry
+  // finds no page (the rows stay read); FAILED_PRECONDITION when the rows were not reserved.
+  absl::Status Applied(const RowPlan& plan, int64_t begin, int64_t end);
 
-  // A turn: Rollback() brings cache and state back to BeginTurn(); EndTurn() keeps the turn.
+  // A turn: Rollback() brings KV and state back to BeginTurn(); EndTurn() keeps the turn.
   void BeginTurn();
   void Rollback();
   void EndTurn();
   bool in_turn() const { return in_turn_; }
   // Entries of the open turn that stay for good (they are stored once), and the entries that
-  // will still leave (the window, rewritten at every turn). Indices into cache().
-  std::vector<int64_t> NewPinnedEntries() const;
-  std::vector<int64_t> TransientEntries() const;
+  // will still leave (the window, rewritten at every turn).
+  EntryList NewPinnedEntries() const;
+  EntryList TransientEntries() const;
 
   // Documents. A document is read like a session of its own (positions from 0); Frozen()
-  // then keeps what its last token could see, read-only, to attach to any number of sessions.
-  // Attach places it at the stream's end: later queries see all of it (gist-method.md 5).
-  // The raw clock and the gist grid go on from the session's own raw tokens.
-  std::vector<int64_t> FrozenEntries() const;  // indices into cache(), increasing
-  std::shared_ptr<const model::KvCache> Frozen() const;
-  void Attach(std::shared_ptr<const model::KvCache> document, int64_t document_stream_tokens,
-              std::string label = "");
+  // then copies what its last token could see into read-only pages, to attach to any number
+  // of sessions. Attach places it at the stream's end: later queries see all of it
+  // (gist-method.md 5). The raw clock and the gist grid go on from the session's own tokens.
+  EntryList FrozenEntries() const;
+  absl::StatusOr<std::shared_ptr<const FrozenKv>> Frozen() const;
+  void Attach(std::shared_ptr<const FrozenKv> document, std::string label = "");
   int64_t AttachedEntries() const;
 
-  // Restore from storage: append every stored entry in serial order, fill its rows through
-  // cache().MutableKeys/MutableValues, then FinishRestore with the stored state.
-  int64_t RestoreEntry(const EntryInfo& info, int64_t position);
-  void RestoreAttached(model::SharedSegment segment);
+  // Restore from storage: append every stored entry in serial order (RestoreEntry returns
+  // the slot whose rows the caller then imports), then FinishRestore with the stored state.
+  absl::StatusOr<SlotRef> RestoreEntry(const EntryInfo& info, int64_t position);
+  void RestoreAttached(AttachedKv attached);
   absl::Status FinishRestore(const MemoryState& state);
 
  private:
-  model::EntryVisibility VisibilityOf(const EntryInfo& info, int64_t position) const;
-  void PoolCompletedSpans();
-  void FreeExpired();
+  SessionKv::Segment SegmentOf(EntryKind kind) const;
+  EntryVisibility VisibilityOf(const EntryInfo& info, int64_t position) const;
+  absl::Status PoolCompletedSpans();
+  // Calls f(segment, index) for every slot of pinned, then window.
+  template <typename F>
+  void ForEachSlot(F&& f) const;
 
   Policy policy_;
-  model::KvCache cache_;
-  std::vector<EntryInfo> entries_;  // parallel to cache_ entries
+  SessionKv kv_;
   MemoryState state_;
+  bool reserved_ = false;
+  SessionKv::Mark before_reserve_;
+  int64_t reserved_begin_ = 0, reserved_end_ = 0;
 
-  // The open turn: its starting state and the earlier entries it has freed so far.
   bool in_turn_ = false;
   MemoryState turn_start_;
-  size_t turn_start_shared_ = 0;
-  model::KvCache freed_in_turn_;
-  std::vector<EntryInfo> freed_entries_;
 };
 
 }  // namespace gistmem::memory

@@ -21,6 +21,11 @@ ABSL_FLAG(std::string, api_keys_file, "",
 ABSL_FLAG(double, rate_limit, 0, "Calls per second allowed to each tenant; 0 = no limit");
 ABSL_FLAG(std::string, tls_cert, "", "TLS certificate chain (PEM); with --tls_key, serve TLS");
 ABSL_FLAG(std::string, tls_key, "", "TLS private key (PEM)");
+ABSL_FLAG(std::string, device, "cpu", "Engine to run the model on: cpu or cuda");
+ABSL_FLAG(int64_t, kv_pool_bytes, int64_t{8} << 30,
+          "Bytes of the engine's KV page pool: every session's and document's pages, live or "
+          "idle; a step that finds no room fails alone with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, kv_block_size, 16, "KV entries per page of the pool");
 ABSL_FLAG(int, threads, 0, "Threads of the CPU forward pass; 0 = every core");
 ABSL_FLAG(int, workers, 8, "Threads for store I/O, commits and unary calls");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
@@ -57,6 +62,8 @@ absl::Status ValidateConfig(const ServerConfig& config) {
   const Limits& limits = config.limits;
   for (const absl::Status& status : {
            AtLeast("threads", config.compute_threads, 0),
+           AtLeast("kv_pool_bytes", config.kv_pool_bytes, 1),
+           AtLeast("kv_block_size", config.kv_block_size, 1),
            AtLeast("ratio", config.policy.ratio, 0),
            AtLeast("window", config.policy.window, 0),
            AtLeast("sink_tokens", config.policy.sink_tokens, 0),
@@ -107,6 +114,9 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   config.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   config.tls_key = absl::GetFlag(FLAGS_tls_key);
   config.compute_threads = absl::GetFlag(FLAGS_threads);
+  config.device = absl::GetFlag(FLAGS_device);
+  config.kv_pool_bytes = absl::GetFlag(FLAGS_kv_pool_bytes);
+  config.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
   config.worker_threads = absl::GetFlag(FLAGS_workers);
   config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   Limits& limits = config.limits;

@@ -15,8 +15,9 @@
 namespace gistmem::service {
 
 struct Limits {
-  // Sessions whose cache is kept in memory, and the bytes those caches may take; the least
-  // recently used idle sessions leave memory (they stay in the store) when either is exceeded.
+  // Sessions whose cache is kept in memory, and the bytes of KV pages in use (every session's,
+  // running or idle, and documents'); the least recently used idle sessions leave memory (they
+  // stay in the store) when either is exceeded.
   int64_t max_sessions_in_memory = 256;
   int64_t max_cache_bytes = int64_t{4} << 30;
   // Sessions the store may hold; CreateSession and ForkSession fail beyond it.
@@ -56,6 +57,11 @@ struct ServerConfig {
   std::filesystem::path tls_key;
   // The memory policy of sessions that do not ask for one (see service/policy_resolver.h).
   PolicyDefaults policy;
+  // The engine (model/engine.h): device name, its KV page pool's budget (every session's and
+  // document's pages, live or idle) and entries per page.
+  std::string device = "cpu";
+  int64_t kv_pool_bytes = int64_t{8} << 30;
+  int32_t kv_block_size = 16;
   int compute_threads = 0;  // 0: every core
   int worker_threads = 8;   // store I/O, commits and unary calls
   absl::Duration shutdown_grace = absl::Seconds(10);

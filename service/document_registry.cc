@@ -14,13 +14,14 @@ std::string KeyOf(std::string_view tenant, std::string_view id) {
 
 DocumentRegistry::DocumentRegistry(const model::ModelConfig& config,
                                    const std::string& model_fingerprint, store::Store& store,
-                                   int keep_alive)
+                                   memory::BlockPool& pool, int keep_alive)
     : config_(config),
       model_fingerprint_(model_fingerprint),
       store_(store),
+      pool_(pool),
       keep_alive_(static_cast<size_t>(keep_alive)) {}
 
-void DocumentRegistry::KeepAliveLocked(std::shared_ptr<const model::KvCache> entries) {
+void DocumentRegistry::KeepAliveLocked(std::shared_ptr<const memory::FrozenKv> entries) {
   recent_.push_back(std::move(entries));
   while (recent_.size() > keep_alive_)
     recent_.pop_front();
@@ -39,8 +40,9 @@ absl::StatusOr<LoadedDocument> DocumentRegistry::Load(std::string_view tenant,
   }
   absl::StatusOr<store::StoredDocument> stored = store_.GetDocument(tenant, document_id);
   if (!stored.ok()) return stored.status();
-  absl::StatusOr<std::shared_ptr<model::KvCache>> entries =
-      DecodeDocumentEntries(config_, stored->record.segment(), stored->payload, model_fingerprint_);
+  absl::StatusOr<std::shared_ptr<const memory::FrozenKv>> entries =
+      DecodeDocumentEntries(config_, stored->record.segment(), stored->payload, model_fingerprint_,
+                            pool_, stored->record.stream_tokens());
   if (!entries.ok()) {
     return absl::Status(entries.status().code(), absl::StrCat("document ", std::string(document_id),
                                                               ": ", entries.status().message()));
@@ -79,8 +81,7 @@ int64_t DocumentRegistry::bytes_in_memory() const {
   int64_t bytes = 0;
   for (const auto& [key, entry] : documents_) {
     if (auto entries = entry.entries.lock()) {
-      bytes += 2 * entries->num_layers() * entries->size() * entries->kv_dim() *
-               static_cast<int64_t>(sizeof(float));
+      bytes += entries->bytes();
     }
   }
   return bytes;

@@ -36,7 +36,7 @@ DocumentService::DocumentService(const ServiceRuntime& runtime, SessionManager& 
     : runtime_(runtime), sessions_(sessions) {}
 
 v1::Document DocumentService::ToProto(const store::DocumentRecord& record,
-                                      const model::KvCache& entries, bool created) const {
+                                      const memory::FrozenKv& entries, bool created) const {
   v1::Document document;
   document.set_document_id(record.document_id());
   document.set_model(record.model_fingerprint());
@@ -44,8 +44,7 @@ v1::Document DocumentService::ToProto(const store::DocumentRecord& record,
   document.set_raw_tokens(record.raw_tokens());
   document.set_stream_tokens(record.stream_tokens());
   document.set_retained_entries(entries.size());
-  document.set_bytes(2 * entries.num_layers() * entries.size() * entries.kv_dim() *
-                     static_cast<int64_t>(sizeof(float)));
+  document.set_bytes(entries.bytes());
   document.set_created(created);
   document.mutable_labels()->insert(record.labels().begin(), record.labels().end());
   *document.mutable_create_time() =
@@ -77,7 +76,7 @@ void DocumentService::Put(const std::string& tenant, const v1::PutDocumentReques
         absl::StrCat("the document takes ", tokens->size(), " tokens; a request may add ",
                      limits.max_request_tokens, " (--max_request_tokens)")));
   }
-  auto memory = std::make_shared<memory::SessionMemory>(runtime_.model.config(), *policy);
+  auto memory = std::make_shared<memory::SessionMemory>(runtime_.engine.kv_pool(), *policy);
   if (memory->RawRoom(runtime_.max_session_tokens) < static_cast<int64_t>(tokens->size())) {
     return done(absl::ResourceExhaustedError("the document does not fit in a session"));
   }
@@ -109,17 +108,20 @@ void DocumentService::Put(const std::string& tenant, const v1::PutDocumentReques
         return done(absl::CancelledError("PutDocument was cancelled"));
       }
       if (result.outcome == JobResult::Outcome::kFailed) {
-        return done(absl::InternalError(absl::StrCat("forward pass failed: ", result.error)));
+        return done(
+            absl::Status(result.error_code, absl::StrCat("forward pass failed: ", result.error)));
       }
-      const std::vector<int64_t> kept = memory->FrozenEntries();
-      store::KvSegment segment = EncodeKvSegment(runtime_.model.config(), *memory, kept,
+      absl::StatusOr<std::shared_ptr<const memory::FrozenKv>> frozen = memory->Frozen();
+      if (!frozen.ok()) return done(frozen.status());
+      const memory::EntryList kept = memory->FrozenEntries();
+      store::KvSegment segment = EncodeKvSegment(runtime_.engine.config(), *memory, kept,
                                                  runtime_.model_fingerprint, 0, "document");
       record.set_stream_tokens(memory->state().stream_tokens);
       record.set_create_time_micros(absl::ToUnixMicros(absl::Now()));
       *record.mutable_segment() = segment.header;
       absl::Status stored = runtime_.store.PutDocument(record, segment.payload);
       if (!stored.ok() && stored.code() != absl::StatusCode::kAlreadyExists) return done(stored);
-      LoadedDocument loaded{record, memory->Frozen()};
+      LoadedDocument loaded{record, *std::move(frozen)};
       spdlog::info("document {} stored: {} tokens, {} entries kept ({})", record.document_id(),
                    record.token_ids_size(), loaded.entries->size(),
                    memory::Describe(memory->policy()));
@@ -173,8 +175,7 @@ void DocumentService::Attach(const std::string& tenant, const v1::AttachDocument
           " would pass the ", runtime_.max_session_tokens, " a session may hold")));
     }
     session.memory->BeginTurn();
-    session.memory->Attach(document->entries, document->record.stream_tokens(),
-                           document->record.document_id());
+    session.memory->Attach(document->entries, document->record.document_id());
     store::TurnCommit commit;
     commit.session = session.record;
     store::TurnRecord& turn = commit.turns.emplace_back();
@@ -183,7 +184,7 @@ void DocumentService::Attach(const std::string& tenant, const v1::AttachDocument
     turn.set_document_id(document->record.document_id());
     commit.session.set_turn_count(session.record.turn_count() + 1);
     commit.session.set_update_time_micros(absl::ToUnixMicros(absl::Now()));
-    AddMemoryToCommit(runtime_.model.config(), *session.memory, runtime_.model_fingerprint, 0,
+    AddMemoryToCommit(runtime_.engine.config(), *session.memory, runtime_.model_fingerprint, 0,
                       commit);
     if (absl::Status committed = runtime_.store.CommitTurn(commit); !committed.ok()) {
       session.memory->Rollback();

@@ -31,7 +31,7 @@ class DocumentService {
               Done<v1::AttachDocumentResponse> done);
 
  private:
-  v1::Document ToProto(const store::DocumentRecord& record, const model::KvCache& entries,
+  v1::Document ToProto(const store::DocumentRecord& record, const memory::FrozenKv& entries,
                        bool created) const;
 
   const ServiceRuntime& runtime_;

@@ -16,26 +16,32 @@ static_assert(std::endian::native == std::endian::little, "KV segments are littl
 
 constexpr char kDtype[] = "float32";
 
-size_t RowBytes(const model::KvCache& cache) {
-  return cache.kv_dim() * sizeof(float);
+size_t RowBytes(const model::ModelConfig& config) {
+  return config.kv_dim() * sizeof(float);
+}
+
+// The payload's fp32 rows, copied out of the string so they are aligned for float access.
+std::vector<float> PayloadRows(std::string_view payload) {
+  std::vector<float> rows(payload.size() / sizeof(float));
+  if (!rows.empty()) std::memcpy(rows.data(), payload.data(), rows.size() * sizeof(float));
+  return rows;
 }
 
 absl::Status CheckHeader(const model::ModelConfig& config, const store::KvSegment& segment,
                          const std::string& model_fingerprint,
                          const memory::SessionMemory& memory) {
   const store::KvSegmentHeader& header = segment.header;
-  const model::KvCache& cache = memory.cache();
   if (header.model_fingerprint() != model_fingerprint) {
     return absl::DataLossError(absl::StrCat("segment of model ", header.model_fingerprint(),
                                             ", expected ", model_fingerprint));
   }
-  if (header.num_layers() != cache.num_layers() || header.num_kv_heads() != config.num_kv_heads ||
+  if (header.num_layers() != config.num_layers || header.num_kv_heads() != config.num_kv_heads ||
       header.head_dim() != config.head_dim || header.dtype() != kDtype ||
       (header.kind() != kPinnedSegment && header.kind() != kWindowSegment)) {
     return absl::DataLossError(absl::StrCat(
         "segment shape ", header.num_layers(), " layers x ", header.num_kv_heads(), " heads x ",
         header.head_dim(), " ", header.dtype(), " (", header.kind(), "); the model has ",
-        cache.num_layers(), " x ", config.num_kv_heads, " x ", config.head_dim, " ", kDtype));
+        config.num_layers, " x ", config.num_kv_heads, " x ", config.head_dim, " ", kDtype));
   }
   if (header.policy() != memory::Describe(memory.policy())) {
     return absl::DataLossError(absl::StrCat("segment made under policy ", header.policy(),
@@ -69,10 +75,10 @@ absl::Status CheckHeader(const model::ModelConfig& config, const store::KvSegmen
                                               " under policy ", memory::Describe(policy)));
     }
   }
-  const size_t block = static_cast<size_t>(count) * RowBytes(cache);
-  if (segment.payload.size() != 2 * block * static_cast<size_t>(cache.num_layers())) {
+  const size_t block = static_cast<size_t>(count) * RowBytes(config);
+  if (segment.payload.size() != 2 * block * static_cast<size_t>(config.num_layers)) {
     return absl::DataLossError(absl::StrCat("segment payload has ", segment.payload.size(),
-                                            " bytes, expected ", 2 * block * cache.num_layers()));
+                                            " bytes, expected ", 2 * block * config.num_layers));
   }
   return absl::OkStatus();
 }
@@ -81,40 +87,30 @@ absl::Status CheckHeader(const model::ModelConfig& config, const store::KvSegmen
 
 store::KvSegment EncodeKvSegment(const model::ModelConfig& config,
                                  const memory::SessionMemory& memory,
-                                 std::span<const int64_t> entries,
+                                 const memory::EntryList& entries,
                                  const std::string& model_fingerprint, uint64_t seq,
                                  std::string_view kind) {
-  const model::KvCache& cache = memory.cache();
   store::KvSegment segment;
   segment.seq = seq;
   store::KvSegmentHeader& header = segment.header;
   header.set_model_fingerprint(model_fingerprint);
-  header.set_num_layers(static_cast<int32_t>(cache.num_layers()));
+  header.set_num_layers(static_cast<int32_t>(config.num_layers));
   header.set_num_kv_heads(static_cast<int32_t>(config.num_kv_heads));
   header.set_head_dim(static_cast<int32_t>(config.head_dim));
   header.set_dtype(kDtype);
-  header.set_entry_count(static_cast<int64_t>(entries.size()));
+  header.set_entry_count(entries.size());
   header.set_kind(std::string(kind));
   header.set_policy(memory::Describe(memory.policy()));
-  for (int64_t e : entries) {
-    const memory::EntryInfo& info = memory.entries()[e];
-    header.add_positions(cache.positions()[e]);
-    header.add_entry_kinds(static_cast<int32_t>(info.kind));
-    header.add_serials(info.serial);
-    header.add_raw_indices(info.raw_index);
+  for (int64_t e = 0; e < entries.size(); ++e) {
+    header.add_positions(entries.positions[e]);
+    header.add_entry_kinds(static_cast<int32_t>(entries.infos[e].kind));
+    header.add_serials(entries.infos[e].serial);
+    header.add_raw_indices(entries.infos[e].raw_index);
   }
-
-  const size_t row = RowBytes(cache);
-  segment.payload.resize(2 * entries.size() * row * static_cast<size_t>(cache.num_layers()));
-  char* out = segment.payload.data();
-  for (int64_t layer = 0; layer < cache.num_layers(); ++layer) {
-    for (const float* rows : {cache.keys(layer), cache.values(layer)}) {
-      for (int64_t e : entries) {
-        std::memcpy(out, rows + e * cache.kv_dim(), row);
-        out += row;
-      }
-    }
-  }
+  // The pages' rows come out in the payload's own layout: [layer][K, V][entry][kv_dim].
+  std::vector<float> rows(2 * entries.size() * config.num_layers * config.kv_dim());
+  if (!rows.empty()) memory.kv().pool().storage().ExportRows(entries.slots, rows.data());
+  segment.payload.assign(reinterpret_cast<const char*>(rows.data()), rows.size() * sizeof(float));
   return segment;
 }
 
@@ -132,8 +128,10 @@ absl::Status RestoreMemory(const model::ModelConfig& config,
       order.emplace_back(segments[s].header.serials(static_cast<int>(e)), s, e);
   }
   std::sort(order.begin(), order.end());
-  model::KvCache& cache = memory.cache();
-  const size_t row = RowBytes(cache);
+  // Where each stored entry went, per segment, so each payload is imported in one call.
+  std::vector<std::vector<memory::SlotRef>> slots(segments.size());
+  for (size_t s = 0; s < segments.size(); ++s)
+    slots[s].resize(static_cast<size_t>(segments[s].header.entry_count()));
   for (const auto& [serial, s, e] : order) {
     const store::KvSegmentHeader& header = segments[s].header;
     const int i = static_cast<int>(e);
@@ -141,45 +139,43 @@ absl::Status RestoreMemory(const model::ModelConfig& config,
                                  .serial = serial,
                                  .raw_index = header.raw_indices(i)};
     if (header.positions(i) < 0) return absl::DataLossError("kv segment: negative position");
-    const int64_t entry = memory.RestoreEntry(info, header.positions(i));
-    const size_t count = static_cast<size_t>(header.entry_count());
-    const char* payload = segments[s].payload.data();
-    for (int64_t layer = 0; layer < cache.num_layers(); ++layer) {
-      const char* keys = payload + (2 * layer) * count * row;
-      const char* values = keys + count * row;
-      std::memcpy(cache.MutableKeys(layer, entry), keys + e * row, row);
-      std::memcpy(cache.MutableValues(layer, entry), values + e * row, row);
-    }
+    absl::StatusOr<memory::SlotRef> slot = memory.RestoreEntry(info, header.positions(i));
+    if (!slot.ok()) return slot.status();
+    slots[s][e] = *slot;
+  }
+  for (size_t s = 0; s < segments.size(); ++s) {
+    if (slots[s].empty()) continue;
+    const std::vector<float> rows = PayloadRows(segments[s].payload);
+    memory.kv().pool().storage().ImportRows(slots[s], rows.data());
   }
   return memory.FinishRestore(state);
 }
 
-absl::StatusOr<std::shared_ptr<model::KvCache>> DecodeDocumentEntries(
+absl::StatusOr<std::shared_ptr<const memory::FrozenKv>> DecodeDocumentEntries(
     const model::ModelConfig& config, const store::KvSegmentHeader& header,
-    std::string_view payload, const std::string& model_fingerprint) {
-  auto cache = std::make_shared<model::KvCache>(config);
+    std::string_view payload, const std::string& model_fingerprint, memory::BlockPool& pool,
+    int64_t stream_tokens) {
   if (header.model_fingerprint() != model_fingerprint) {
     return absl::FailedPreconditionError(absl::StrCat("the document was made for model ",
                                                       header.model_fingerprint(),
                                                       "; this server runs ", model_fingerprint));
   }
   const int64_t count = header.entry_count();
-  const size_t row = RowBytes(*cache);
-  if (header.num_layers() != cache->num_layers() || header.num_kv_heads() != config.num_kv_heads ||
+  const size_t row = RowBytes(config);
+  if (header.num_layers() != config.num_layers || header.num_kv_heads() != config.num_kv_heads ||
       header.head_dim() != config.head_dim || header.dtype() != kDtype || count < 0 ||
       header.positions_size() != count ||
-      payload.size() != 2 * static_cast<size_t>(count) * row * cache->num_layers()) {
+      payload.size() != 2 * static_cast<size_t>(count) * row * config.num_layers) {
     return absl::DataLossError("document segment does not match the model or its bytes");
   }
-  for (int64_t e = 0; e < count; ++e)
-    cache->AppendUnordered(header.positions(static_cast<int>(e)), {});
-  for (int64_t layer = 0; layer < cache->num_layers(); ++layer) {
-    const char* keys = payload.data() + (2 * layer) * count * row;
-    if (count == 0) continue;
-    std::memcpy(cache->MutableKeys(layer, 0), keys, count * row);
-    std::memcpy(cache->MutableValues(layer, 0), keys + count * row, count * row);
+  const std::vector<int64_t> positions(header.positions().begin(), header.positions().end());
+  for (int64_t p : positions) {
+    if (p < 0 || p >= stream_tokens || p >= memory::kVisibleForever) {
+      return absl::DataLossError("document segment holds a position outside the document");
+    }
   }
-  return cache;
+  const std::vector<float> rows = PayloadRows(payload);
+  return memory::FrozenKv::FromRows(pool, positions, rows.data(), stream_tokens);
 }
 
 }  // namespace gistmem::service

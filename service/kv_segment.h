@@ -28,25 +28,29 @@ namespace gistmem::service {
 inline constexpr std::string_view kPinnedSegment = "pinned";
 inline constexpr std::string_view kWindowSegment = "window";
 
-// Entries `entries` (indices into memory.cache(), increasing) as segment `seq`.
+// Entries `entries` of `memory` as segment `seq` (their rows copied out of the pages).
 store::KvSegment EncodeKvSegment(const model::ModelConfig& config,
                                  const memory::SessionMemory& memory,
-                                 std::span<const int64_t> entries,
+                                 const memory::EntryList& entries,
                                  const std::string& model_fingerprint, uint64_t seq,
                                  std::string_view kind);
 
 // Fills an empty `memory` (made with the session's policy) from the session's segments and
 // its stored state. DATA_LOSS naming the segment when a header does not match the model, its
-// fingerprint, the policy, the payload size, or the state.
+// fingerprint, the policy, the payload size, or the state; RESOURCE_EXHAUSTED when the KV pool
+// has no room for the entries.
 absl::Status RestoreMemory(const model::ModelConfig& config,
                            std::span<const store::KvSegment> segments,
                            const std::string& model_fingerprint, const memory::MemoryState& state,
                            memory::SessionMemory& memory);
 
-// A stored document's entries as a read-only cache (rows and positions; every entry is seen
-// by whoever attaches it). DATA_LOSS when the header does not match the model or the bytes.
-absl::StatusOr<std::shared_ptr<model::KvCache>> DecodeDocumentEntries(
+// A stored document's entries as read-only pages of `pool` (rows and positions; every entry
+// is seen by whoever attaches it). FAILED_PRECONDITION for a document of another model,
+// DATA_LOSS when the header does not match the model or the bytes, RESOURCE_EXHAUSTED when
+// the pool has no room.
+absl::StatusOr<std::shared_ptr<const memory::FrozenKv>> DecodeDocumentEntries(
     const model::ModelConfig& config, const store::KvSegmentHeader& header,
-    std::string_view payload, const std::string& model_fingerprint);
+    std::string_view payload, const std::string& model_fingerprint, memory::BlockPool& pool,
+    int64_t stream_tokens);
 
 }  // namespace gistmem::service

@@ -11,8 +11,8 @@ void AddMemoryToCommit(const model::ModelConfig& config, const memory::SessionMe
   store::v1::MemoryStateRecord& stored = *record.mutable_memory();
   uint64_t seq = record.next_kv_segment_seq();
 
-  const std::vector<int64_t> pinned = memory.NewPinnedEntries();
-  if (!pinned.empty()) {
+  const memory::EntryList pinned = memory.NewPinnedEntries();
+  if (pinned.size() > 0) {
     commit.new_kv_segments.push_back(
         EncodeKvSegment(config, memory, pinned, model_fingerprint, seq++, kPinnedSegment));
   }
@@ -20,7 +20,7 @@ void AddMemoryToCommit(const model::ModelConfig& config, const memory::SessionMe
     if (stored.has_window_segment_seq()) {
       commit.deleted_kv_segments.push_back(stored.window_segment_seq());
     }
-    const std::vector<int64_t> window = memory.TransientEntries();
+    const memory::EntryList window = memory.TransientEntries();
     commit.new_kv_segments.push_back(
         EncodeKvSegment(config, memory, window, model_fingerprint, seq, kWindowSegment));
     stored.set_window_segment_seq(seq++);
@@ -39,12 +39,12 @@ void AddMemoryToCommit(const model::ModelConfig& config, const memory::SessionMe
   stored.set_gist_entries(counts.gist);
   stored.set_pooled_entries(counts.pooled);
   stored.clear_documents();
-  for (const model::SharedSegment& segment : memory.cache().shared()) {
+  for (const memory::AttachedKv& attached : memory.kv().attached()) {
     store::v1::AttachedDocumentRecord& document = *stored.add_documents();
-    document.set_document_id(segment.label);
-    document.set_position_offset(segment.position_offset);
-    document.set_stream_tokens(segment.stream_tokens);
-    document.set_entries(segment.entries->size());
+    document.set_document_id(attached.label);
+    document.set_position_offset(attached.position_offset);
+    document.set_stream_tokens(attached.kv->stream_tokens());
+    document.set_entries(attached.kv->size());
   }
   record.set_stream_tokens(state.stream_tokens + unread_tokens);
 }

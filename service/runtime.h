@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "model/backend/cpu/cpu_transformer.h"
+#include "model/engine.h"
 #include "model/tokenizer/tokenizer.h"
 #include "service/config.h"
 #include "service/document_registry.h"
@@ -21,7 +21,7 @@ inline constexpr std::string_view kDefaultTenant = "default";
 
 struct ServiceRuntime {
   const ServerConfig& config;
-  model::CpuTransformer& model;
+  model::Engine& engine;  // the model on its device, and the KV pool
   const model::Tokenizer& tokenizer;
   const TurnTokens& turn_tokens;
   // "<model_type>-<hash>" of model/fingerprint.h; stored with every session and KV segment.

@@ -4,8 +4,6 @@
 #include <numeric>
 #include <utility>
 
-#include "service/batch_forward.h"
-
 namespace gistmem::service {
 
 // A job while it runs: the rows it reads (the prompt's, then each sampled token's, gist
@@ -25,8 +23,8 @@ struct Scheduler::Active {
   bool has_rows() const { return rows_read < rows.size(); }
 };
 
-Scheduler::Scheduler(model::CpuTransformer& model, const SchedulerOptions& options)
-    : model_(model), options_(options), thread_([this] { Run(); }) {}
+Scheduler::Scheduler(model::Engine& engine, const SchedulerOptions& options)
+    : engine_(engine), options_(options), thread_([this] { Run(); }) {}
 
 Scheduler::~Scheduler() {
   Stop();
@@ -91,6 +89,14 @@ void Scheduler::Run() {
   }
 }
 
+void Scheduler::Fail(Active& entry, const absl::Status& status) {
+  entry.result.outcome = JobResult::Outcome::kFailed;
+  entry.result.error = std::string(status.message());
+  entry.result.error_code = status.code();
+  entry.rows_read = entry.rows.size();  // nothing left: it finishes at the end of the step
+  entry.sample_after = false;
+}
+
 void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
   // Cancelled jobs leave before the step.
   std::erase_if(active, [this](std::unique_ptr<Active>& entry) {
@@ -103,7 +109,8 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
 
   // Rows of this step, oldest job first; a job that does not fit waits for the next step
   // rather than being split differently.
-  std::vector<SequenceStep> steps;
+  std::vector<model::SequenceStep> steps;
+  std::vector<std::vector<memory::SlotRef>> slots;
   std::vector<Active*> members;
   int64_t rows_used = 0;
   for (std::unique_ptr<Active>& owned : active) {
@@ -122,23 +129,35 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
       ++end;
     const int64_t rows = end - entry.rows_read;
     if (!steps.empty() && rows_used + rows > options_.max_step_tokens) continue;
+    entry.in_step = true;
+    absl::StatusOr<std::vector<memory::SlotRef>> reserved =
+        job.memory->Reserve(entry.rows, entry.rows_read, end);
+    if (!reserved.ok()) {
+      Fail(entry, reserved.status());  // no room in the KV pool: this job alone fails
+      continue;
+    }
     entry.step_begin = entry.rows_read;
     entry.step_end = end;
     const int64_t logits_row = entry.rows.LastRawRow(entry.step_begin, end);
     auto part = [&](const auto& v) { return std::span(v).subspan(entry.step_begin, rows); };
+    slots.push_back(*std::move(reserved));
     steps.push_back({.tokens = part(entry.rows.tokens),
                      .positions = part(entry.rows.positions),
                      .clocks = part(entry.rows.clocks),
-                     .visibility = part(entry.rows.visibility),
-                     .logits_row = std::max<int64_t>(logits_row - entry.step_begin, 0),
-                     .cache = &job.memory->cache()});
+                     .slots = {},
+                     .kv = &job.memory->kv(),
+                     .mode = model::LogitsMode::kRow,
+                     .logits_row = std::max<int64_t>(logits_row - entry.step_begin, 0)});
     members.push_back(&entry);
-    entry.in_step = true;
     rows_used += rows;
   }
+  for (size_t i = 0; i < steps.size(); ++i)
+    steps[i].slots = slots[i];
 
-  StepOutputs outputs = ForwardBatch(model_, steps);
-  steps_.fetch_add(1);
+  absl::StatusOr<std::vector<std::vector<float>>> outputs =
+      steps.empty() ? absl::StatusOr<std::vector<std::vector<float>>>()
+                    : engine_.ForwardBatch(steps);
+  if (!steps.empty()) steps_.fetch_add(1);
   int64_t seen = max_sequences_in_step_.load();
   const auto size = static_cast<int64_t>(members.size());
   while (size > seen && !max_sequences_in_step_.compare_exchange_weak(seen, size)) {
@@ -147,16 +166,17 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
   for (size_t i = 0; i < members.size(); ++i) {
     Active& entry = *members[i];
     Job& job = *entry.job;
-    if (!outputs.error.empty()) {
-      // The rows shared their matrix products: the whole step failed (the forward pass left
-      // every cache as it was before the step).
-      entry.result.outcome = JobResult::Outcome::kFailed;
-      entry.result.error = outputs.error;
-      entry.rows_read = entry.rows.size();
-      entry.sample_after = false;
-      continue;  // finished below
+    if (!outputs.ok()) {
+      // The rows shared their matrix products: the whole step failed; its rows are dropped.
+      job.memory->Unreserve();
+      Fail(entry, outputs.status());
+      continue;
     }
-    job.memory->Applied(entry.rows, entry.step_begin, entry.step_end);
+    if (absl::Status applied = job.memory->Applied(entry.rows, entry.step_begin, entry.step_end);
+        !applied.ok()) {
+      Fail(entry, applied);
+      continue;
+    }
     entry.rows_read = entry.step_end;
     if (entry.has_rows()) continue;
     if (entry.reading_prompt) {
@@ -164,7 +184,7 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
       entry.reading_prompt = false;
     }
     if (!entry.sample_after) continue;
-    const int32_t token = entry.sampler->Sample(outputs.logits[i], job.history);
+    const int32_t token = entry.sampler->Sample((*outputs)[i], job.history);
     job.history.push_back(token);
     entry.result.generated.push_back(token);
     job.on_token(token);

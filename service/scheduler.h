@@ -1,6 +1,7 @@
 // Continuous batching: one thread runs forward steps for every session with work. Each step
 // takes, oldest turn first, the next prompt chunk or the next decode token of each active job
-// and runs them together (service/batch_forward.h); jobs join and leave between steps.
+// and runs them together through the engine (model/engine.h); jobs join and leave between
+// steps.
 //
 // A job's rows never depend on what runs beside it: prompt chunks have a fixed size per job
 // (never cut to fit a step) and each sequence keeps its own cache, and the runtime's batched
@@ -8,7 +9,8 @@
 // alone or in a crowd. Each job reads through its session's memory (memory/session_memory.h):
 // gist tokens are inserted where the policy says and the policy is applied after every step.
 // Cancellation is checked between steps; undoing a cancelled or failed job is the caller's
-// (SessionMemory::Rollback).
+// (SessionMemory::Rollback). A job whose rows find no room in the KV pool fails alone, with
+// RESOURCE_EXHAUSTED.
 #pragma once
 
 #include <atomic>
@@ -22,8 +24,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "memory/session_memory.h"
-#include "model/backend/cpu/cpu_transformer.h"
+#include "model/engine.h"
 #include "model/sampling.h"
 #include "service/config.h"
 
@@ -33,7 +36,7 @@ struct JobResult {
   enum class Outcome {
     kFinished,   // the prompt was read and, for generation, a reply produced
     kCancelled,  // is_cancelled said so between steps
-    kFailed,     // the forward pass threw; `error` says why
+    kFailed,     // no room for its rows, or the forward pass failed; `error` says why
   };
   Outcome outcome = Outcome::kFinished;
   std::vector<int32_t> generated;  // sampled tokens, the stop token included when there is one
@@ -41,6 +44,7 @@ struct JobResult {
   // sampled token is then not read: the next turn reads it first).
   bool stopped = false;
   std::string error;
+  absl::StatusCode error_code = absl::StatusCode::kInternal;  // for kFailed
 };
 
 struct Job {
@@ -64,7 +68,7 @@ struct Job {
 
 class Scheduler {
  public:
-  Scheduler(model::CpuTransformer& model, const SchedulerOptions& options);
+  Scheduler(model::Engine& engine, const SchedulerOptions& options);
   // Stops: jobs still queued or running end as cancelled.
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
@@ -87,8 +91,9 @@ class Scheduler {
   void Run();
   void Step(std::vector<std::unique_ptr<Active>>& active);
   void Complete(Job& job, JobResult result);
+  static void Fail(Active& entry, const absl::Status& status);
 
-  model::CpuTransformer& model_;
+  model::Engine& engine_;
   const SchedulerOptions options_;
   std::mutex mutex_;
   std::condition_variable wake_;

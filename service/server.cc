@@ -46,18 +46,24 @@ absl::Status Server::Init() {
   try {
     spdlog::info("loading model from {}", config_.model_dir.string());
     fingerprint_ = model::ModelFingerprint(config_.model_dir);
-    model_ = model::CpuTransformer::Load(config_.model_dir, config_.compute_threads);
+    absl::StatusOr<std::unique_ptr<model::Engine>> engine =
+        model::LoadEngine(config_.model_dir, {.device = config_.device,
+                                              .num_threads = config_.compute_threads,
+                                              .kv_pool_bytes = config_.kv_pool_bytes,
+                                              .block_size = config_.kv_block_size});
+    if (!engine.ok()) return engine.status();
+    engine_ = *std::move(engine);
     tokenizer_ = std::make_unique<model::Tokenizer>(
         model::Tokenizer::FromFile(config_.model_dir / "tokenizer.json"));
-    turn_tokens_ = std::make_unique<TurnTokens>(*tokenizer_, model_->config());
+    turn_tokens_ = std::make_unique<TurnTokens>(*tokenizer_, engine_->config());
     policies_ = std::make_unique<PolicyResolver>(
         config_.policy,
-        model::GistConfig::FromModelDir(config_.model_dir, model_->config().vocab_size));
+        model::GistConfig::FromModelDir(config_.model_dir, engine_->config().vocab_size));
   } catch (const std::exception& error) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot load the model in ", config_.model_dir.string(), ": ", error.what()));
   }
-  spdlog::info("model {}", fingerprint_);
+  spdlog::info("model {} on {}", fingerprint_, engine_->device());
   // The default policy must be one this model can serve.
   absl::StatusOr<memory::Policy> default_policy = policies_->Resolve(v1::MemoryPolicy());
   if (!default_policy.ok()) {
@@ -72,15 +78,16 @@ absl::Status Server::Init() {
   store_ = *std::move(store);
 
   workers_ = std::make_unique<WorkerPool>(config_.worker_threads);
-  scheduler_ = std::make_unique<Scheduler>(*model_, config_.scheduler);
-  int64_t max_session_tokens = model_->config().max_position_embeddings;
+  scheduler_ = std::make_unique<Scheduler>(*engine_, config_.scheduler);
+  int64_t max_session_tokens = engine_->config().max_position_embeddings;
   if (config_.limits.max_session_tokens > 0 &&
       (max_session_tokens <= 0 || config_.limits.max_session_tokens < max_session_tokens)) {
     max_session_tokens = config_.limits.max_session_tokens;
   }
-  documents_ = std::make_unique<DocumentRegistry>(model_->config(), fingerprint_, *store_);
+  documents_ = std::make_unique<DocumentRegistry>(engine_->config(), fingerprint_, *store_,
+                                                  engine_->kv_pool());
   runtime_ = std::make_unique<ServiceRuntime>(
-      ServiceRuntime{config_, *model_, *tokenizer_, *turn_tokens_, fingerprint_, *store_,
+      ServiceRuntime{config_, *engine_, *tokenizer_, *turn_tokens_, fingerprint_, *store_,
                      *scheduler_, *workers_, *policies_, *documents_, max_session_tokens});
   sessions_ = std::make_unique<SessionManager>(*runtime_);
   if (absl::Status counted = sessions_->Init(); !counted.ok()) return counted;

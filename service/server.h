@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "model/backend/cpu/cpu_transformer.h"
+#include "model/engine.h"
 #include "model/tokenizer/tokenizer.h"
 #include "service/config.h"
 #include "service/grpc_service.h"
@@ -57,7 +57,7 @@ class Server {
   absl::Status Init();
 
   const ServerConfig config_;
-  std::unique_ptr<model::CpuTransformer> model_;
+  std::unique_ptr<model::Engine> engine_;  // first: destroyed after all that holds its pages
   std::unique_ptr<model::Tokenizer> tokenizer_;
   std::unique_ptr<TurnTokens> turn_tokens_;
   std::unique_ptr<PolicyResolver> policies_;

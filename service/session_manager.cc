@@ -202,13 +202,19 @@ absl::StatusOr<v1::SessionStats> SessionManager::Stats(std::string_view tenant,
   stats.set_compression_ratio(kept > 0 ? static_cast<double>(record->stream_tokens()) / kept : 1.0);
 
   stats.set_bytes_disk(storage->kv_bytes + storage->transcript_bytes);
-  // The CPU runtime keeps caches in host memory; the CUDA backend will report GPU bytes.
+  // A session in memory holds pages of the engine's pool: host memory for the CPU engine,
+  // device memory for the CUDA engine.
   stats.set_bytes_gpu(0);
   {
     std::lock_guard lock(mutex_);
     const std::string key = absl::StrCat(std::string(tenant), "/", std::string(session_id));
     if (auto found = sessions_.find(key); found != sessions_.end()) {
-      stats.set_bytes_host(found->second->cache_bytes.load());
+      const int64_t bytes = found->second->cache_bytes.load();
+      if (runtime_.engine.kv_pool().tier() == "gpu") {
+        stats.set_bytes_gpu(bytes);
+      } else {
+        stats.set_bytes_host(bytes);
+      }
     }
   }
   return stats;
@@ -314,7 +320,7 @@ absl::Status SessionManager::LoadFromStore(LiveSession& session) {
   }
   const store::v1::MemoryStateRecord& stored = record->memory();
   session.reply_open = stored.unread_tokens() > 0;
-  session.memory = std::make_unique<memory::SessionMemory>(runtime_.model.config(), *policy);
+  session.memory = std::make_unique<memory::SessionMemory>(runtime_.engine.kv_pool(), *policy);
   for (const store::v1::AttachedDocumentRecord& attached : stored.documents()) {
     absl::StatusOr<LoadedDocument> document =
         runtime_.documents.Load(session.tenant, attached.document_id());
@@ -327,16 +333,19 @@ absl::Status SessionManager::LoadFromStore(LiveSession& session) {
       return absl::DataLossError(absl::StrCat("session ", session.id, ": document ",
                                               attached.document_id(), " is not the one attached"));
     }
-    session.memory->RestoreAttached({.entries = document->entries,
+    session.memory->RestoreAttached({.kv = document->entries,
                                      .position_offset = attached.position_offset(),
-                                     .stream_tokens = attached.stream_tokens(),
                                      .label = attached.document_id()});
   }
   if (absl::Status restored =
-          RestoreMemory(runtime_.model.config(), *segments, runtime_.model_fingerprint,
+          RestoreMemory(runtime_.engine.config(), *segments, runtime_.model_fingerprint,
                         StoredMemoryState(*record), *session.memory);
       !restored.ok()) {
-    return absl::DataLossError(absl::StrCat("session ", session.id, ": ", restored.message()));
+    // No room in the KV pool is the caller's to retry; anything else is damage.
+    const absl::StatusCode code = restored.code() == absl::StatusCode::kResourceExhausted
+                                      ? restored.code()
+                                      : absl::StatusCode::kDataLoss;
+    return absl::Status(code, absl::StrCat("session ", session.id, ": ", restored.message()));
   }
   // A missing segment passes every checksum: the entries must be the ones the state counted.
   const memory::RetainedCounts counts = session.memory->Counts();
@@ -361,7 +370,7 @@ absl::Status SessionManager::LoadFromStore(LiveSession& session) {
   session.loaded = true;
   session.cache_bytes = session.memory->Bytes();
   spdlog::debug("session {} loaded: {} tokens, {} entries from {} segments", session.id, tokens,
-                session.memory->cache().size(), segments->size());
+                session.memory->Counts().total(), segments->size());
   return absl::OkStatus();
 }
 
@@ -397,9 +406,12 @@ void SessionManager::ReleaseSession(const std::shared_ptr<LiveSession>& session,
 
 void SessionManager::EvictLocked(int64_t sessions_to_free) {
   const Limits& limits = runtime_.config.limits;
+  // The byte budget counts every page of the engine's pool: idle sessions, the running ones
+  // and documents alike, so idle sessions leave to make room for live ones.
+  const memory::BlockPool& pool = runtime_.engine.kv_pool();
   auto over = [&] {
     return sessions_to_free > 0 || sessions_in_memory_ > limits.max_sessions_in_memory ||
-           bytes_in_memory_ > limits.max_cache_bytes;
+           pool.bytes_in_use() > limits.max_cache_bytes;
   };
   while (over() && !lru_.empty()) {
     LiveSession* victim = lru_.front();

@@ -219,7 +219,7 @@ void TurnExecutor::Finish(const std::shared_ptr<Turn>& turn) {
     spdlog::error("session {} turn {} failed in the forward pass: {}", session.id, turn->turn_index,
                   result.error);
     turn->release(false);  // its cache may be damaged: reload from the store next time
-    turn->End(absl::InternalError(absl::StrCat("forward pass failed: ", result.error)));
+    turn->End(absl::Status(result.error_code, absl::StrCat("forward pass failed: ", result.error)));
     return;
   }
   // A cancel that arrives after the last step still wins: nothing is committed yet.
@@ -272,7 +272,7 @@ void TurnExecutor::Finish(const std::shared_ptr<Turn>& turn) {
                                 static_cast<int64_t>(turn->records.size()));
   commit.session.set_update_time_micros(absl::ToUnixMicros(absl::Now()));
   commit.turns = turn->records;
-  AddMemoryToCommit(runtime_.model.config(), *session.memory, runtime_.model_fingerprint,
+  AddMemoryToCommit(runtime_.engine.config(), *session.memory, runtime_.model_fingerprint,
                     unread_after, commit);
   if (absl::Status committed = runtime_.store.CommitTurn(commit); !committed.ok()) {
     spdlog::error("session {} turn {} not stored: {}", session.id, turn->turn_index,
@@ -294,7 +294,7 @@ void TurnExecutor::Finish(const std::shared_ptr<Turn>& turn) {
   outcome.usage.set_stream_tokens(session.record.stream_tokens());
   spdlog::info("session {} turn {}: read {}, generated {}, stream {} tokens, cache {}{}",
                session.id, turn->turn_index, turn->new_tokens, generated,
-               session.record.stream_tokens(), session.memory->cache().size(),
+               session.record.stream_tokens(), session.memory->Counts().total(),
                turn->generate ? (result.stopped ? " (stop)" : " (length)") : "");
   turn->release(true);
   turn->End(absl::OkStatus(), outcome);

@@ -80,6 +80,20 @@ def dense_attention(q, k, v, mask):
     return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
 
 
+_FLEX = {}
+
+
+def flex(q, k, v, block_mask):
+    """flex_attention, compiled once for calls outside torch.compile (eager flex would build
+    the whole score matrix); inside a compiled model the plain function is traced."""
+    from torch.nn.attention.flex_attention import flex_attention
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
+    if "fn" not in _FLEX:
+        _FLEX["fn"] = torch.compile(flex_attention, dynamic=False)
+    return _FLEX["fn"](q, k, v, block_mask=block_mask, enable_gqa=True)
+
+
 class Attention(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
@@ -97,9 +111,12 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos.to(q.dtype), sin.to(q.dtype)), apply_rope(k, cos.to(k.dtype),
                                                                            sin.to(k.dtype))
-        if type(mask).__name__ == "BlockMask":  # --attn flex; torch >= 2.5 only
-            from torch.nn.attention.flex_attention import flex_attention
-            out = flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
+        if isinstance(mask, tuple):  # (BlockMask, perm): keys stored gist-first (flexmask.py)
+            block_mask, perm = mask
+            k, v = k.index_select(2, perm), v.index_select(2, perm)
+            out = flex(q, k, v, block_mask)
+        elif type(mask).__name__ == "BlockMask":  # --attn flex; torch >= 2.5 only
+            out = flex(q, k, v, mask)
         else:
             out = dense_attention(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
@@ -165,7 +182,8 @@ class GistLlama(nn.Module):
         return self.model.norm(x)
 
     def forward(self, input_ids, mask):
-        """input_ids [B, T] (a stream), mask [B, T, T] bool or a BlockMask -> logits."""
+        """input_ids [B, T] (a stream), mask [B, T, T] bool, a BlockMask, or (BlockMask, perm)
+        with keys in the order perm (flexmask.py) -> logits."""
         return self.lm_head(self.hidden(input_ids, mask))
 
 

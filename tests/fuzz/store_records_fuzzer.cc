@@ -16,6 +16,8 @@
 //        fingerprint and policy, shape, and payload size with what the check expects, so the
 //        fuzzer can reach the entries themselves.
 //   12   document: a document value decoded, then DecodeDocumentEntries (same fix-up flags).
+// Restored entries live in pages of a bounded host pool, so RESOURCE_EXHAUSTED is an answer
+// too (the pool is full, as on a server); every page must be back once the memory is gone.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -24,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "memory/block_pool.h"
 #include "memory/session_memory.h"
 #include "service/kv_segment.h"
 #include "service/policy_resolver.h"
@@ -71,6 +74,55 @@ void ExpectDataLoss(const absl::Status& status, std::string_view what) {
   if (!status.ok() && status.code() != absl::StatusCode::kDataLoss) {
     Fail(std::string(what) + " failed with " + status.ToString() + " (expected DATA_LOSS)");
   }
+}
+
+// DATA_LOSS, or RESOURCE_EXHAUSTED when the entries do not fit the pool.
+void ExpectDataLossOrFull(const absl::Status& status, std::string_view what) {
+  if (status.code() == absl::StatusCode::kResourceExhausted) return;
+  ExpectDataLoss(status, what);
+}
+
+// Host pools of the model's pages (fp32, as the CPU engine's): 64 MiB each, about 10k entries
+// of the shipped model. `which` 1 is for a second restore of what fitted in pool 0.
+memory::BlockPool& Pool(int which = 0) {
+  static memory::BlockPool* pools[2] = {};
+  if (pools[which] == nullptr) {
+    const auto& config = gistmem::fuzz::Config();
+    const memory::PageLayout layout{.block_size = 16,
+                                    .num_layers = static_cast<int32_t>(config.num_layers),
+                                    .kv_dim = static_cast<int32_t>(config.kv_dim()),
+                                    .element_bytes = 4};
+    pools[which] = new memory::BlockPool(memory::MakeHostPageStorage(layout, int64_t{64} << 20));
+  }
+  return *pools[which];
+}
+
+void ExpectPoolsEmpty(std::string_view after) {
+  for (int which : {0, 1}) {
+    if (Pool(which).pages_in_use() != 0)
+      Fail(std::string("KV pages leaked after ") + std::string(after));
+  }
+}
+
+// Every entry of a memory's KV (pinned, then window) with its slot.
+memory::EntryList AllEntries(const memory::SessionMemory& memory) {
+  memory::EntryList all;
+  for (const memory::KvSegment* segment : {&memory.kv().pinned(), &memory.kv().window()}) {
+    for (int32_t i = 0; i < segment->num_slots(); ++i) {
+      all.slots.push_back(segment->slot(i));
+      all.positions.push_back(segment->position(i));
+      all.infos.push_back(segment->info(i));
+    }
+  }
+  return all;
+}
+
+std::vector<float> RowsOf(const memory::SessionMemory& memory, const memory::EntryList& entries) {
+  const memory::PageLayout& layout = memory.kv().pool().layout();
+  std::vector<float> rows(2 * static_cast<size_t>(entries.size()) * layout.num_layers *
+                          layout.kv_dim);
+  if (!rows.empty()) memory.kv().pool().storage().ExportRows(entries.slots, rows.data());
+  return rows;
 }
 
 constexpr store::RecordType kTypes[] = {store::RecordType::kSession, store::RecordType::kTurn,
@@ -170,7 +222,14 @@ std::string MaybeWrap(store::RecordType type, std::string_view bytes, bool wrap)
   return wrap ? store::EncodeRecord(type, bytes) : std::string(bytes);
 }
 
+void RestoreSegments(Reader& in);
+
 void Restore(Reader& in) {
+  RestoreSegments(in);
+  ExpectPoolsEmpty("a restore");
+}
+
+void RestoreSegments(Reader& in) {
   const auto& config = gistmem::fuzz::Config();
   static const service::PolicyResolver resolver({}, gistmem::fuzz::Gist());
   v1::MemoryPolicy stored;
@@ -201,15 +260,16 @@ void Restore(Reader& in) {
     FixUp(segment.header, segment.payload, *policy, flags);
     segments.push_back(std::move(segment));
   }
-  memory::SessionMemory restored(config, *policy);
+  memory::SessionMemory restored(Pool(0), *policy);
   const absl::Status status =
       service::RestoreMemory(config, segments, gistmem::fuzz::Fingerprint(), state, restored);
-  ExpectDataLoss(status, "RestoreMemory");
+  ExpectDataLossOrFull(status, "RestoreMemory");
   if (!status.ok()) return;
   // A memory that restored is one the server goes on with: plan the next rows, open and roll
   // back a turn, and store it again.
+  const memory::EntryList all = AllEntries(restored);
   const memory::RetainedCounts counts = restored.Counts();
-  if (counts.total() > restored.cache().size()) Fail("more entries counted than cached");
+  if (counts.total() > all.size()) Fail("more entries counted than cached");
   const int32_t tokens[] = {5, 6, 7, 8, 9, 10, 11, 12, 13};
   // The server plans a turn only when the stream has room for it (max_position_embeddings).
   const bool room =
@@ -218,17 +278,21 @@ void Restore(Reader& in) {
   restored.BeginTurn();
   restored.Rollback();
   if (!(restored.state() == state)) Fail("rollback of an empty turn changed the state");
-  std::vector<int64_t> all(static_cast<size_t>(restored.cache().size()));
-  for (size_t i = 0; i < all.size(); ++i)
-    all[i] = static_cast<int64_t>(i);
+  if (all.size() != AllEntries(restored).size()) Fail("rollback of an empty turn lost entries");
   const store::KvSegment again =
       service::EncodeKvSegment(config, restored, all, gistmem::fuzz::Fingerprint(), 0, "pinned");
-  memory::SessionMemory twice(config, *policy);
+  // The same entries in a pool of their own: they fit there as they fitted in the first.
+  memory::SessionMemory twice(Pool(1), *policy);
   const absl::Status second =
       service::RestoreMemory(config, std::span<const store::KvSegment>(&again, 1),
                              gistmem::fuzz::Fingerprint(), state, twice);
   if (!second.ok()) Fail("a restored memory, stored again, does not restore: " + second.ToString());
-  if (twice.cache().size() != restored.cache().size()) Fail("restore round trip lost entries");
+  const memory::EntryList restored_twice = AllEntries(twice);
+  if (restored_twice.size() != all.size()) Fail("restore round trip lost entries");
+  if (restored_twice.positions != all.positions) Fail("restore round trip moved entries");
+  if (RowsOf(twice, restored_twice) != RowsOf(restored, all)) {
+    Fail("restore round trip changed rows");
+  }
 }
 
 void Document(Reader& in) {
@@ -240,13 +304,18 @@ void Document(Reader& in) {
   store::KvSegmentHeader header = decoded->record.segment();
   std::string payload(decoded->payload);
   FixUp(header, payload, memory::Policy{}, flags);
-  auto cache = service::DecodeDocumentEntries(gistmem::fuzz::Config(), header, payload,
-                                              gistmem::fuzz::Fingerprint());
-  if (!cache.ok() && cache.status().code() != absl::StatusCode::kDataLoss &&
-      cache.status().code() != absl::StatusCode::kFailedPrecondition) {
-    Fail("DecodeDocumentEntries: " + cache.status().ToString());
+  {
+    auto entries = service::DecodeDocumentEntries(gistmem::fuzz::Config(), header, payload,
+                                                  gistmem::fuzz::Fingerprint(), Pool(),
+                                                  decoded->record.stream_tokens());
+    if (!entries.ok() && entries.status().code() != absl::StatusCode::kDataLoss &&
+        entries.status().code() != absl::StatusCode::kFailedPrecondition &&
+        entries.status().code() != absl::StatusCode::kResourceExhausted) {
+      Fail("DecodeDocumentEntries: " + entries.status().ToString());
+    }
+    if (entries.ok() && (*entries)->size() != header.entry_count()) Fail("document entry count");
   }
-  if (cache.ok() && (*cache)->size() != header.entry_count()) Fail("document entry count");
+  ExpectPoolsEmpty("a document");
 }
 
 }  // namespace

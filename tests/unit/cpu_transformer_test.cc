@@ -1,9 +1,10 @@
-// The CPU transformer on the fixture checkpoints: prefill, chunked prefill and decode agree;
-// ForwardBatch is bit-for-bit what each sequence gives alone (continuous batching relies on
-// it); Retain really removes entries; invalid input is rejected without touching the cache;
-// Mistral's sliding window hides tokens that are far enough back. And on tiny random
-// checkpoints written here (every bias and tie variant), a plain double-precision forward
-// written out in the test agrees with the implementation.
+// The CPU transformer on the fixture checkpoints, through the engine interface
+// (model/engine.h) and its paged KV: prefill, chunked prefill and decode agree; ForwardBatch
+// is bit-for-bit what each sequence gives alone (continuous batching relies on it); entries
+// whose visibility has ended are really not attended (their rows no longer matter); invalid
+// input is rejected without touching the KV; Mistral's sliding window hides tokens that are
+// far enough back. And on tiny random checkpoints written here (every bias and tie variant), a
+// plain double-precision forward written out in the test agrees with the implementation.
 #include "model/backend/cpu/cpu_transformer.h"
 
 #include <gmock/gmock.h>
@@ -27,26 +28,22 @@
 #include <string>
 #include <vector>
 
-#include "model/kv_cache.h"
+#include "memory/session_kv.h"
+#include "model/engine.h"
 #include "model/weights.h"
+#include "tests/unit/plain_sequence.h"
 
 namespace gistmem::model {
 namespace {
 
-SequenceChunk Chunk(std::span<const int32_t> tokens, std::span<const int64_t> positions,
-                    KvCache* cache, LogitsMode mode) {
-  SequenceChunk chunk;
-  chunk.tokens = tokens;
-  chunk.positions = positions;
-  chunk.cache = cache;
-  chunk.mode = mode;
-  return chunk;
-}
-
+using memory::EntryVisibility;
 using ::testing::HasSubstr;
 
 const std::filesystem::path kModels =
     std::filesystem::path(GISTMEM_SOURCE_DIR) / "tests/fixtures/models";
+
+// Pages of 4 entries: every sequence here spans several pages, so page boundaries are crossed.
+constexpr int32_t kBlockSize = 4;
 
 std::vector<int64_t> Iota(int64_t begin, size_t count) {
   std::vector<int64_t> positions(count);
@@ -104,17 +101,54 @@ void ExpectBitIdentical(const std::vector<float>& got, const std::vector<float>&
                             << MaxAbsDiff(got.data(), want.data(), got.size());
 }
 
-void ExpectCachesBitIdentical(const KvCache& got, const KvCache& want, const std::string& what) {
-  ASSERT_EQ(got.positions(), want.positions()) << what;
-  const size_t n = static_cast<size_t>(got.size() * got.kv_dim());
-  for (int64_t l = 0; l < got.num_layers(); ++l) {
-    EXPECT_EQ(BitMismatches(got.keys(l), want.keys(l), n), 0u)
-        << what << ": keys of layer " << l << ", max |difference| "
-        << MaxAbsDiff(got.keys(l), want.keys(l), n);
-    EXPECT_EQ(BitMismatches(got.values(l), want.values(l), n), 0u)
-        << what << ": values of layer " << l << ", max |difference| "
-        << MaxAbsDiff(got.values(l), want.values(l), n);
+// What a sequence's KV holds: positions, where the stream goes on, and every row.
+struct KvSnapshot {
+  std::vector<int64_t> positions;
+  int64_t next_position = 0;
+  std::vector<std::vector<float>> keys{}, values{};  // [layer][entry * kv_dim + i]
+};
+
+KvSnapshot Snapshot(const PlainSequence& sequence, int64_t num_layers) {
+  KvSnapshot s{.positions = sequence.positions(), .next_position = sequence.next_position()};
+  for (int32_t l = 0; l < num_layers; ++l) {
+    s.keys.push_back(sequence.keys(l));
+    s.values.push_back(sequence.values(l));
   }
+  return s;
+}
+
+void ExpectKvBitIdentical(const KvSnapshot& got, const KvSnapshot& want, const std::string& what) {
+  ASSERT_EQ(got.positions, want.positions) << what;
+  EXPECT_EQ(got.next_position, want.next_position) << what;
+  ASSERT_EQ(got.keys.size(), want.keys.size()) << what;
+  for (size_t l = 0; l < want.keys.size(); ++l) {
+    ASSERT_EQ(got.keys[l].size(), want.keys[l].size()) << what;
+    const size_t n = want.keys[l].size();
+    EXPECT_EQ(BitMismatches(got.keys[l].data(), want.keys[l].data(), n), 0u)
+        << what << ": keys of layer " << l << ", max |difference| "
+        << MaxAbsDiff(got.keys[l].data(), want.keys[l].data(), n);
+    EXPECT_EQ(BitMismatches(got.values[l].data(), want.values[l].data(), n), 0u)
+        << what << ": values of layer " << l << ", max |difference| "
+        << MaxAbsDiff(got.values[l].data(), want.values[l].data(), n);
+  }
+}
+
+// Visibility for `count` rows: for good, except rows in `ending` (visible up to raw clock
+// `until`, so a query with a later clock no longer sees them).
+std::vector<EntryVisibility> VisibilityEnding(size_t count, const std::vector<int64_t>& ending,
+                                              int64_t until) {
+  std::vector<EntryVisibility> visibility(count);
+  for (int64_t row : ending)
+    visibility[row] = EntryVisibility{.from_clock = 0, .until_clock = until};
+  return visibility;
+}
+
+// The slots of entries `entries` of a plain sequence.
+std::vector<memory::SlotRef> SlotsOf(PlainSequence& sequence, const std::vector<int64_t>& entries) {
+  std::vector<memory::SlotRef> slots;
+  for (int64_t e : entries)
+    slots.push_back(sequence.kv().pinned().slot(static_cast<int32_t>(e)));
+  return slots;
 }
 
 std::string TestName(const ::testing::TestParamInfo<std::string>& info) {
@@ -126,50 +160,52 @@ std::string TestName(const ::testing::TestParamInfo<std::string>& info) {
 class CpuTransformerTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    model_ = CpuTransformer::Load(kModels / GetParam(), 2);
+    model_ = LoadCpu(kModels / GetParam(), 2, kBlockSize);
     vocab_ = model_->config().vocab_size;
+    layers_ = model_->config().num_layers;
   }
 
-  // Runs `tokens` at consecutive positions after the cache's end (0 for an empty cache).
-  std::vector<float> Run(std::span<const int32_t> tokens, KvCache& cache, LogitsMode mode) {
-    const int64_t start = cache.size() == 0 ? 0 : cache.positions().back() + 1;
-    return model_->Forward(tokens, Iota(start, tokens.size()), cache, mode);
+  // Runs `tokens` at consecutive positions after the sequence's end (0 for an empty one).
+  std::vector<float> Run(std::span<const int32_t> tokens, PlainSequence& sequence,
+                         LogitsMode mode) {
+    return sequence.Forward(tokens, Iota(sequence.next_position(), tokens.size()), mode);
   }
 
-  std::unique_ptr<CpuTransformer> model_;
+  std::unique_ptr<Engine> model_;
   int64_t vocab_ = 0;
+  int64_t layers_ = 0;
 };
 
 TEST_P(CpuTransformerTest, PrefillChunkedPrefillAndDecodeAgree) {
   const std::vector<int32_t> tokens = RandomTokens(vocab_, 27, 1);
-  KvCache full_cache(model_->config());
-  const std::vector<float> full = Run(tokens, full_cache, LogitsMode::kAll);
+  PlainSequence full_kv(*model_);
+  const std::vector<float> full = Run(tokens, full_kv, LogitsMode::kAll);
   ASSERT_EQ(full.size(), tokens.size() * vocab_);
-  EXPECT_EQ(full_cache.positions(), Iota(0, tokens.size()));
+  EXPECT_EQ(full_kv.positions(), Iota(0, tokens.size()));
 
   // Uneven chunks, including a single token in the middle.
-  KvCache chunk_cache(model_->config());
+  PlainSequence chunk_kv(*model_);
   std::vector<float> chunked;
   size_t done = 0;
   for (size_t size : {5, 1, 9, 12}) {
     const std::vector<float> part =
-        Run(std::span(tokens).subspan(done, size), chunk_cache, LogitsMode::kAll);
+        Run(std::span(tokens).subspan(done, size), chunk_kv, LogitsMode::kAll);
     ASSERT_EQ(part.size(), size * vocab_);
     chunked.insert(chunked.end(), part.begin(), part.end());
     done += size;
   }
   ASSERT_EQ(done, tokens.size());
-  EXPECT_EQ(chunk_cache.positions(), full_cache.positions());
+  EXPECT_EQ(chunk_kv.positions(), full_kv.positions());
 
-  KvCache decode_cache(model_->config());
+  PlainSequence decode_kv(*model_);
   std::vector<float> decoded;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const std::vector<float> row =
-        Run(std::span(tokens).subspan(i, 1), decode_cache, LogitsMode::kLast);
+        Run(std::span(tokens).subspan(i, 1), decode_kv, LogitsMode::kLast);
     ASSERT_EQ(row.size(), size_t(vocab_));
     decoded.insert(decoded.end(), row.begin(), row.end());
   }
-  EXPECT_EQ(decode_cache.positions(), full_cache.positions());
+  EXPECT_EQ(decode_kv.positions(), full_kv.positions());
 
   const double chunk_error = MaxRowRelativeDiff(chunked, full, vocab_);
   const double decode_error = MaxRowRelativeDiff(decoded, full, vocab_);
@@ -179,8 +215,8 @@ TEST_P(CpuTransformerTest, PrefillChunkedPrefillAndDecodeAgree) {
   EXPECT_LE(decode_error, 1e-5);
 
   // kLast is the last row of kAll.
-  KvCache last_cache(model_->config());
-  const std::vector<float> last = Run(tokens, last_cache, LogitsMode::kLast);
+  PlainSequence last_kv(*model_);
+  const std::vector<float> last = Run(tokens, last_kv, LogitsMode::kLast);
   const std::vector<float> full_last(full.end() - vocab_, full.end());
   EXPECT_LE(MaxRowRelativeDiff(last, full_last, vocab_), 1e-5);
 
@@ -191,24 +227,28 @@ TEST_P(CpuTransformerTest, PrefillChunkedPrefillAndDecodeAgree) {
 
 TEST_P(CpuTransformerTest, CachesOfPrefillAndDecodeAgree) {
   const std::vector<int32_t> tokens = RandomTokens(vocab_, 15, 2);
-  KvCache full_cache(model_->config()), decode_cache(model_->config());
-  Run(tokens, full_cache, LogitsMode::kLast);
+  PlainSequence full_kv(*model_), decode_kv(*model_);
+  Run(tokens, full_kv, LogitsMode::kLast);
   for (size_t i = 0; i < tokens.size(); ++i)
-    Run(std::span(tokens).subspan(i, 1), decode_cache, LogitsMode::kLast);
-  const size_t n = tokens.size() * full_cache.kv_dim();
-  for (int64_t l = 0; l < full_cache.num_layers(); ++l) {
+    Run(std::span(tokens).subspan(i, 1), decode_kv, LogitsMode::kLast);
+  const size_t n = tokens.size() * model_->config().kv_dim();
+  for (int32_t l = 0; l < layers_; ++l) {
+    const std::vector<float> full_keys = full_kv.keys(l), decode_keys = decode_kv.keys(l);
+    const std::vector<float> full_values = full_kv.values(l), decode_values = decode_kv.values(l);
+    ASSERT_EQ(full_keys.size(), n);
+    ASSERT_EQ(decode_keys.size(), n);
     double scale = 0;
     for (size_t i = 0; i < n; ++i)
-      scale = std::max(scale, std::fabs(double(full_cache.keys(l)[i])));
-    EXPECT_LE(MaxAbsDiff(decode_cache.keys(l), full_cache.keys(l), n), 1e-5 * scale) << l;
-    EXPECT_LE(MaxAbsDiff(decode_cache.values(l), full_cache.values(l), n), 1e-5 * scale) << l;
+      scale = std::max(scale, std::fabs(double(full_keys[i])));
+    EXPECT_LE(MaxAbsDiff(decode_keys.data(), full_keys.data(), n), 1e-5 * scale) << l;
+    EXPECT_LE(MaxAbsDiff(decode_values.data(), full_values.data(), n), 1e-5 * scale) << l;
   }
 }
 
 // Three sequences in different states: one continuing with a multi-token chunk, one fresh
 // prefill, one in the middle of decoding (one token).
 struct BatchScenario {
-  std::vector<int32_t> history_a, chunk_a;  // a: 9 tokens in the cache, then 6 more (kAll)
+  std::vector<int32_t> history_a, chunk_a;  // a: 9 tokens in the KV, then 6 more (kAll)
   std::vector<int32_t> chunk_b;             // b: 11 tokens from empty (kLast)
   std::vector<int32_t> history_c, chunk_c;  // c: prefill 13 + 3 decoded, then 1 token (kLast)
 };
@@ -223,47 +263,47 @@ BatchScenario MakeScenario(int64_t vocab) {
   return s;
 }
 
-// Brings fresh caches a, b, c to the scenario's starting state.
-void PrepareCaches(CpuTransformer& model, const BatchScenario& s, KvCache& a, KvCache& c) {
-  model.Forward(s.history_a, Iota(0, s.history_a.size()), a, LogitsMode::kLast);
-  model.Forward(std::span(s.history_c).first(13), Iota(0, 13), c, LogitsMode::kLast);
-  for (int64_t i = 13; i < 16; ++i) {
-    model.Forward(std::span(s.history_c).subspan(i, 1), Iota(i, 1), c, LogitsMode::kLast);
-  }
+// Brings fresh sequences a and c to the scenario's starting state (b starts empty).
+void PrepareSequences(const BatchScenario& s, PlainSequence& a, PlainSequence& c) {
+  a.Forward(s.history_a, Iota(0, s.history_a.size()), LogitsMode::kLast);
+  c.Forward(std::span(s.history_c).first(13), Iota(0, 13), LogitsMode::kLast);
+  for (int64_t i = 13; i < 16; ++i)
+    c.Forward(std::span(s.history_c).subspan(i, 1), Iota(i, 1), LogitsMode::kLast);
 }
 
 TEST_P(CpuTransformerTest, ForwardBatchIsBitIdenticalToEachSequenceAlone) {
   const BatchScenario s = MakeScenario(vocab_);
   const std::vector<int64_t> pos_a = Iota(9, 6), pos_b = Iota(0, 11), pos_c = Iota(16, 1);
 
-  KvCache alone_a(model_->config()), alone_b(model_->config()), alone_c(model_->config());
-  PrepareCaches(*model_, s, alone_a, alone_c);
-  const std::vector<float> want_a = model_->Forward(s.chunk_a, pos_a, alone_a, LogitsMode::kAll);
-  const std::vector<float> want_b = model_->Forward(s.chunk_b, pos_b, alone_b, LogitsMode::kLast);
-  const std::vector<float> want_c = model_->Forward(s.chunk_c, pos_c, alone_c, LogitsMode::kLast);
+  PlainSequence alone_a(*model_), alone_b(*model_), alone_c(*model_);
+  PrepareSequences(s, alone_a, alone_c);
+  const std::vector<float> want_a = alone_a.Forward(s.chunk_a, pos_a, LogitsMode::kAll);
+  const std::vector<float> want_b = alone_b.Forward(s.chunk_b, pos_b, LogitsMode::kLast);
+  const std::vector<float> want_c = alone_c.Forward(s.chunk_c, pos_c, LogitsMode::kLast);
   ASSERT_EQ(want_a.size(), 6 * size_t(vocab_));
   ASSERT_EQ(want_b.size(), size_t(vocab_));
   ASSERT_EQ(want_c.size(), size_t(vocab_));
 
   // Both orders of the same batch.
   for (const bool reversed : {false, true}) {
-    KvCache a(model_->config()), b(model_->config()), c(model_->config());
-    PrepareCaches(*model_, s, a, c);
-    const SequenceChunk chunk_a = Chunk(s.chunk_a, pos_a, &a, LogitsMode::kAll);
-    const SequenceChunk chunk_b = Chunk(s.chunk_b, pos_b, &b, LogitsMode::kLast);
-    const SequenceChunk chunk_c = Chunk(s.chunk_c, pos_c, &c, LogitsMode::kLast);
-    std::vector<SequenceChunk> chunks = {chunk_a, chunk_b, chunk_c};
-    if (reversed) std::reverse(chunks.begin(), chunks.end());
-    std::vector<std::vector<float>> got = model_->ForwardBatch(chunks);
+    PlainSequence a(*model_), b(*model_), c(*model_);
+    PrepareSequences(s, a, c);
+    std::vector<SequenceStep> steps = {a.Reserve(s.chunk_a, pos_a, LogitsMode::kAll),
+                                       b.Reserve(s.chunk_b, pos_b, LogitsMode::kLast),
+                                       c.Reserve(s.chunk_c, pos_c, LogitsMode::kLast)};
+    if (reversed) std::reverse(steps.begin(), steps.end());
+    absl::StatusOr<std::vector<std::vector<float>>> batch = model_->ForwardBatch(steps);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    std::vector<std::vector<float>> got = *std::move(batch);
     ASSERT_EQ(got.size(), 3u);
     if (reversed) std::reverse(got.begin(), got.end());
     const std::string order = reversed ? " (order c, b, a)" : " (order a, b, c)";
     ExpectBitIdentical(got[0], want_a, "sequence a, 6-token chunk after 9" + order);
     ExpectBitIdentical(got[1], want_b, "sequence b, 11-token prefill" + order);
     ExpectBitIdentical(got[2], want_c, "sequence c, decode step at 16" + order);
-    ExpectCachesBitIdentical(a, alone_a, "cache a" + order);
-    ExpectCachesBitIdentical(b, alone_b, "cache b" + order);
-    ExpectCachesBitIdentical(c, alone_c, "cache c" + order);
+    ExpectKvBitIdentical(Snapshot(a, layers_), Snapshot(alone_a, layers_), "KV a" + order);
+    ExpectKvBitIdentical(Snapshot(b, layers_), Snapshot(alone_b, layers_), "KV b" + order);
+    ExpectKvBitIdentical(Snapshot(c, layers_), Snapshot(alone_c, layers_), "KV c" + order);
   }
 }
 
@@ -275,10 +315,12 @@ TEST_P(CpuTransformerTest, ForwardBatchOfDecodeStepsIsBitIdenticalToEachAlone) {
     prompts.push_back(RandomTokens(vocab_, prompt_lengths[i], 20 + i));
     next.push_back(RandomTokens(vocab_, 4, 30 + i));  // four decode steps each
   }
-  std::vector<KvCache> alone, batched;
+  std::vector<PlainSequence> alone, batched;
+  alone.reserve(prompts.size());
+  batched.reserve(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
-    alone.emplace_back(model_->config());
-    batched.emplace_back(model_->config());
+    alone.emplace_back(*model_);
+    batched.emplace_back(*model_);
     Run(prompts[i], alone[i], LogitsMode::kLast);
     Run(prompts[i], batched[i], LogitsMode::kLast);
   }
@@ -286,72 +328,110 @@ TEST_P(CpuTransformerTest, ForwardBatchOfDecodeStepsIsBitIdenticalToEachAlone) {
     std::vector<std::vector<int64_t>> positions;
     for (size_t i = 0; i < prompts.size(); ++i)
       positions.push_back(Iota(prompt_lengths[i] + step, 1));
-    std::vector<SequenceChunk> chunks;
+    std::vector<SequenceStep> steps;
     for (size_t i = 0; i < prompts.size(); ++i) {
-      chunks.push_back(
-          Chunk(std::span(next[i]).subspan(step, 1), positions[i], &batched[i], LogitsMode::kLast));
+      steps.push_back(
+          batched[i].Reserve(std::span(next[i]).subspan(step, 1), positions[i], LogitsMode::kLast));
     }
-    const std::vector<std::vector<float>> got = model_->ForwardBatch(chunks);
-    ASSERT_EQ(got.size(), prompts.size());
+    const absl::StatusOr<std::vector<std::vector<float>>> got = model_->ForwardBatch(steps);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), prompts.size());
     for (size_t i = 0; i < prompts.size(); ++i) {
-      const std::vector<float> want = model_->Forward(std::span(next[i]).subspan(step, 1),
-                                                      positions[i], alone[i], LogitsMode::kLast);
-      ExpectBitIdentical(got[i], want,
+      const std::vector<float> want =
+          alone[i].Forward(std::span(next[i]).subspan(step, 1), positions[i], LogitsMode::kLast);
+      ExpectBitIdentical((*got)[i], want,
                          "step " + std::to_string(step) + ", sequence " + std::to_string(i));
     }
   }
 }
 
-TEST_P(CpuTransformerTest, RetainedEntriesAreReallyGone) {
+// Entries leave a paged KV by visibility rather than by being removed from it: an
+// entry whose visible_until clock has passed is not attended, and what its rows hold no longer
+// matters.
+TEST_P(CpuTransformerTest, EntriesWhoseVisibilityEndedAreReallyGone) {
   const std::vector<int32_t> prompt = RandomTokens(vocab_, 12, 40);
   const std::vector<int32_t> next = {static_cast<int32_t>(vocab_ - 1)};
   const std::vector<int64_t> next_position = {12};
-  KvCache full(model_->config());
-  Run(prompt, full, LogitsMode::kLast);
-
-  auto decode_with = [&](KvCache cache) {
-    return model_->Forward(next, next_position, cache, LogitsMode::kLast);
+  // The prompt is read at raw clock 0 (every row sees every earlier entry); the next token
+  // queries at clock `clock`. The KV is left as it was.
+  auto decode_with = [&](PlainSequence& sequence, int64_t clock = 1) {
+    const std::vector<int64_t> clocks = {clock};
+    std::vector<float> logits = sequence.Forward(next, next_position, LogitsMode::kLast, clocks);
+    sequence.Undo();
+    return logits;
   };
-  const std::vector<float> with_all = decode_with(full);
+  auto read = [&](const std::vector<EntryVisibility>& visibility) {
+    auto sequence = std::make_unique<PlainSequence>(*model_);
+    sequence->Forward(prompt, Iota(0, 12), LogitsMode::kLast, {}, visibility);
+    return sequence;
+  };
+  const auto full = read({});
+  const std::vector<float> with_all = decode_with(*full);
+  EXPECT_EQ(full->positions(), Iota(0, 12));
 
-  // Retaining every entry changes nothing.
-  KvCache kept_all = full;
-  kept_all.Retain(Iota(0, 12));
-  ExpectBitIdentical(decode_with(kept_all), with_all, "Retain of every entry");
+  // Entries still visible at the query's clock change nothing.
+  const auto kept_all = read(VisibilityEnding(12, Iota(0, 12), 1));
+  ExpectBitIdentical(decode_with(*kept_all), with_all, "every entry still visible");
 
-  // Dropping entries 4..7 changes the next logits ...
+  // Entries 4..7 ending before the query's clock change the next logits ...
   const std::vector<int64_t> kept = {0, 1, 2, 3, 8, 9, 10, 11};
-  KvCache dropped = full;
-  dropped.Retain(kept);
-  EXPECT_EQ(dropped.positions(), kept);  // positions are the entries' own
-  const std::vector<float> without = decode_with(dropped);
-  EXPECT_GT(MaxRowRelativeDiff(without, with_all, vocab_), 1e-4);
-
-  // ... and what the dropped rows held no longer matters: garbage in them before the Retain
-  // gives the very same logits.
-  KvCache poisoned = full;
-  for (int64_t l = 0; l < poisoned.num_layers(); ++l) {
-    for (int64_t e = 4; e < 8; ++e) {
-      std::fill_n(poisoned.MutableKeys(l, e), poisoned.kv_dim(), 1e3f);
-      std::fill_n(poisoned.MutableValues(l, e), poisoned.kv_dim(), -1e3f);
+  const auto dropped = read(VisibilityEnding(12, {4, 5, 6, 7}, 0));
+  std::vector<int64_t> visible;
+  for (int32_t i = 0; i < dropped->kv().pinned().num_slots(); ++i) {
+    if (dropped->kv().pinned().visibility(i).VisibleAt(1)) {
+      visible.push_back(dropped->kv().pinned().position(i));
     }
   }
-  // (The poison does reach the output while the rows are still there.)
-  EXPECT_GT(MaxRowRelativeDiff(decode_with(poisoned), with_all, vocab_), 1e-3);
-  poisoned.Retain(kept);
-  ExpectBitIdentical(decode_with(poisoned), without, "poisoned rows dropped by Retain");
+  EXPECT_EQ(visible, kept);  // the entries a later query sees, at their own positions
+  // (the prompt's own rows saw every entry: its keys are those of the full read)
+  ExpectKvBitIdentical(Snapshot(*dropped, layers_), Snapshot(*full, layers_),
+                       "rows of a read whose entries end later");
+  const std::vector<float> without = decode_with(*dropped);
+  EXPECT_GT(MaxRowRelativeDiff(without, with_all, vocab_), 1e-4);
 
-  // Retaining a prefix is Truncate.
-  KvCache prefix = full, truncated = full;
-  prefix.Retain(Iota(0, 7));
-  truncated.Truncate(7);
-  ExpectBitIdentical(decode_with(prefix), decode_with(truncated), "Retain prefix vs Truncate");
+  // ... and what the invisible rows hold no longer matters: garbage written into them gives
+  // the very same logits.
+  const memory::PageLayout& layout = model_->kv_pool().layout();
+  const std::vector<memory::SlotRef> poison_slots = SlotsOf(*dropped, {4, 5, 6, 7});
+  std::vector<float> poison(2 * poison_slots.size() * layout.num_layers * layout.kv_dim);
+  for (size_t i = 0; i < poison.size(); ++i)
+    poison[i] = (i / (poison_slots.size() * layout.kv_dim)) % 2 == 0 ? 1e3f : -1e3f;
+  model_->kv_pool().storage().ImportRows(poison_slots, poison.data());
+  // (The poison does reach the output while the rows are still visible: at clock 0.)
+  EXPECT_GT(MaxRowRelativeDiff(decode_with(*dropped, 0), with_all, vocab_), 1e-3);
+  ExpectBitIdentical(decode_with(*dropped), without, "poisoned rows no longer visible");
+
+  // Hiding a suffix is truncating it (TruncateTo a mark taken after 7 entries of the same
+  // 12-row read).
+  const auto prefix = read(VisibilityEnding(12, Iota(7, 5), 0));
+  PlainSequence truncated(*model_);
+  memory::SessionKv& kv = truncated.kv();
+  std::vector<memory::SlotRef> slots;
+  memory::SessionKv::Mark after_seven;
+  const std::vector<int64_t> positions = Iota(0, 12);
+  for (int64_t position : positions) {
+    if (position == 7) after_seven = kv.mark();
+    absl::StatusOr<memory::SlotRef> slot =
+        kv.Append(memory::SessionKv::Segment::kPinned, position, {}, {});
+    ASSERT_TRUE(slot.ok()) << slot.status();
+    slots.push_back(*slot);
+  }
+  const SequenceStep step{
+      .tokens = prompt, .positions = positions, .clocks = {}, .slots = slots, .kv = &kv};
+  ASSERT_TRUE(model_->ForwardBatch(std::span(&step, 1)).ok());
+  const int64_t pages_before = model_->kv_pool().pages_in_use();
+  kv.TruncateTo(after_seven);
+  EXPECT_EQ(truncated.positions(), Iota(0, 7));
+  EXPECT_EQ(truncated.next_position(), 7);
+  EXPECT_EQ(model_->kv_pool().pages_in_use(), pages_before - 1);  // entries 8..11's page
+  ExpectBitIdentical(decode_with(*prefix), decode_with(truncated), "hidden suffix vs TruncateTo");
 }
 
 TEST_P(CpuTransformerTest, RejectsInvalidInputAndLeavesTheCacheAlone) {
-  KvCache cache(model_->config());
-  Run(RandomTokens(vocab_, 5, 50), cache, LogitsMode::kLast);  // positions 0..4
-  const KvCache before = cache;
+  PlainSequence sequence(*model_);
+  Run(RandomTokens(vocab_, 5, 50), sequence, LogitsMode::kLast);  // positions 0..4
+  const KvSnapshot before = Snapshot(sequence, layers_);
+  const int64_t pages_before = model_->kv_pool().pages_in_use();
   const int32_t last_token = static_cast<int32_t>(vocab_ - 1);
 
   // Each fragment must appear in the message.
@@ -359,18 +439,22 @@ TEST_P(CpuTransformerTest, RejectsInvalidInputAndLeavesTheCacheAlone) {
                              const std::vector<std::string>& fragments) {
     const std::string what = ::testing::PrintToString(fragments);
     try {
-      model_->Forward(tokens, positions, cache, LogitsMode::kLast);
+      sequence.Forward(tokens, positions, LogitsMode::kLast);
       ADD_FAILURE() << "accepted: " << what;
     } catch (const std::invalid_argument& e) {
       for (const std::string& fragment : fragments)
         EXPECT_THAT(e.what(), HasSubstr(fragment));
     }
-    ExpectCachesBitIdentical(cache, before, "after a rejected forward: " + what);
+    ExpectKvBitIdentical(Snapshot(sequence, layers_), before, "after a rejected forward: " + what);
+    EXPECT_EQ(model_->kv_pool().pages_in_use(), pages_before) << what;
   };
   const std::string vocab = std::to_string(vocab_);
   expect_rejected({static_cast<int32_t>(vocab_)}, {5},
                   {"token id " + vocab + " ", "outside the vocabulary", vocab});
   expect_rejected({3, -1}, {5, 6}, {"token id -1 ", "outside the vocabulary"});
+  // A bad token id in a chunk that needed a new page: the page goes back.
+  expect_rejected({3, 3, 3, static_cast<int32_t>(vocab_ + 1)}, {5, 6, 7, 8},
+                  {"token id " + std::to_string(vocab_ + 1) + " ", "outside the vocabulary"});
   expect_rejected({3}, {4}, {"position 4 ", "does not follow position 4"});
   expect_rejected({3}, {2}, {"position 2 ", "does not follow position 4"});
   expect_rejected({3, 4, 5}, {5, 7, 7}, {"position 7 ", "does not follow position 7"});
@@ -380,29 +464,35 @@ TEST_P(CpuTransformerTest, RejectsInvalidInputAndLeavesTheCacheAlone) {
   expect_rejected({}, {}, {"no tokens"});
 
   // The last valid id is fine, as is a gap in positions.
-  EXPECT_EQ(model_
-                ->Forward(std::vector<int32_t>{last_token}, std::vector<int64_t>{9}, cache,
-                          LogitsMode::kLast)
-                .size(),
+  EXPECT_EQ(sequence.Forward(std::vector<int32_t>{last_token}, std::vector<int64_t>{9}).size(),
             size_t(vocab_));
-  EXPECT_EQ(cache.positions(), (std::vector<int64_t>{0, 1, 2, 3, 4, 9}));
+  EXPECT_EQ(sequence.positions(), (std::vector<int64_t>{0, 1, 2, 3, 4, 9}));
 }
 
 TEST_P(CpuTransformerTest, ARejectedBatchChangesNoCache) {
-  KvCache good(model_->config()), bad(model_->config());
+  PlainSequence good(*model_), bad(*model_);
   const std::vector<int32_t> tokens = RandomTokens(vocab_, 4, 60);
   const std::vector<int32_t> bad_tokens = {1, static_cast<int32_t>(vocab_ + 7)};
   const std::vector<int64_t> positions = Iota(0, 4), bad_positions = Iota(0, 2);
-  const std::vector<SequenceChunk> chunks = {
-      Chunk(tokens, positions, &good, LogitsMode::kLast),
-      Chunk(bad_tokens, bad_positions, &bad, LogitsMode::kLast)};
-  EXPECT_THROW(model_->ForwardBatch(chunks), std::invalid_argument);
+  const std::vector<SequenceStep> steps = {
+      good.Reserve(tokens, positions, LogitsMode::kLast),
+      bad.Reserve(bad_tokens, bad_positions, LogitsMode::kLast)};
+  const absl::StatusOr<std::vector<std::vector<float>>> rejected = model_->ForwardBatch(steps);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument);
+  good.Undo();
+  bad.Undo();
   EXPECT_EQ(good.size(), 0);
   EXPECT_EQ(bad.size(), 0);
-  const std::vector<SequenceChunk> no_cache = {
-      Chunk(tokens, positions, nullptr, LogitsMode::kLast)};
-  EXPECT_THAT([&] { model_->ForwardBatch(no_cache); },
-              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("without a KV cache")));
+  EXPECT_EQ(good.next_position(), 0);
+  EXPECT_EQ(model_->kv_pool().pages_in_use(), 0);
+
+  std::vector<SequenceStep> no_kv = {good.Reserve(tokens, positions, LogitsMode::kLast)};
+  no_kv[0].kv = nullptr;
+  const absl::StatusOr<std::vector<std::vector<float>>> without = model_->ForwardBatch(no_kv);
+  EXPECT_EQ(without.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(without.status().message(), HasSubstr("without a KV"));
+  good.Undo();
+  EXPECT_EQ(good.size(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, CpuTransformerTest,
@@ -413,21 +503,20 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, CpuTransformerTest,
 // ---- Mistral's sliding window (8 on the fixture: a query sees keys with q - k < 8). ----
 
 // Logits at the last of 24 positions, by prefill and by token-by-token decode, both.
-std::vector<std::vector<float>> LastLogits(CpuTransformer& model,
-                                           const std::vector<int32_t>& tokens) {
-  KvCache prefill_cache(model.config()), decode_cache(model.config());
+std::vector<std::vector<float>> LastLogits(Engine& model, const std::vector<int32_t>& tokens) {
+  PlainSequence prefill_kv(model), decode_kv(model);
   std::vector<float> prefill =
-      model.Forward(tokens, Iota(0, tokens.size()), prefill_cache, LogitsMode::kLast);
+      prefill_kv.Forward(tokens, Iota(0, tokens.size()), LogitsMode::kLast);
   std::vector<float> decode;
   for (size_t i = 0; i < tokens.size(); ++i) {
-    decode = model.Forward(std::span(tokens).subspan(i, 1), Iota(int64_t(i), 1), decode_cache,
-                           LogitsMode::kLast);
+    decode =
+        decode_kv.Forward(std::span(tokens).subspan(i, 1), Iota(int64_t(i), 1), LogitsMode::kLast);
   }
   return {prefill, decode};
 }
 
 // Changes the token at `position` and reports whether the last logits moved (per path).
-void ExpectDependence(CpuTransformer& model, const std::vector<int32_t>& tokens, size_t position,
+void ExpectDependence(Engine& model, const std::vector<int32_t>& tokens, size_t position,
                       bool should_depend) {
   const int64_t vocab = model.config().vocab_size;
   std::vector<int32_t> changed = tokens;
@@ -451,7 +540,7 @@ void ExpectDependence(CpuTransformer& model, const std::vector<int32_t>& tokens,
 TEST(MistralSlidingWindowTest, TwoLayersReachBackTwiceTheWindow) {
   // Each layer reaches 7 positions back, so after two layers position 23 depends on 9..23
   // and on nothing before.
-  const auto model = CpuTransformer::Load(kModels / "mistral-window-f16", 2);
+  const auto model = LoadCpu(kModels / "mistral-window-f16", 2, kBlockSize);
   ASSERT_EQ(model->config().sliding_window, 8);
   ASSERT_EQ(model->config().num_layers, 2);
   const std::vector<int32_t> tokens = RandomTokens(model->config().vocab_size, 24, 70);
@@ -484,7 +573,7 @@ class OneLayerMistral : public ::testing::Test {
 };
 
 TEST_F(OneLayerMistral, TokensEightOrMoreBackDoNotMatter) {
-  const auto model = CpuTransformer::Load(dir_, 2);
+  const auto model = LoadCpu(dir_, 2, kBlockSize);
   ASSERT_EQ(model->config().num_layers, 1);
   const std::vector<int32_t> tokens = RandomTokens(model->config().vocab_size, 24, 71);
   // Position 23 sees 16..23 (23 - k < 8).
@@ -606,7 +695,7 @@ void WriteSafetensors(const TinyModel& m, const std::filesystem::path& path) {
   std::ofstream(path, std::ios::binary) << length << text << data;
 }
 
-// Which earlier rows a query row may see, besides causality (for Retain).
+// Which earlier rows a query row may see, besides causality (for visibility).
 using RowFilter = std::function<bool(int64_t query_row, int64_t key_row)>;
 
 // transformers' forward, written out plainly in double precision: [rows][vocab].
@@ -745,21 +834,25 @@ class TinyCheckpoint : public ::testing::Test {
     if (!root_.empty()) std::filesystem::remove_all(root_);
   }
 
-  // Writes `m` into a fresh directory and loads it.
-  std::unique_ptr<CpuTransformer> Load(const TinyModel& m, int threads = 2) {
+  // Writes `m` into a fresh directory.
+  std::filesystem::path Write(const TinyModel& m) {
     const std::filesystem::path dir = root_ / std::to_string(next_dir_++);
     std::filesystem::create_directories(dir);
     std::ofstream(dir / "config.json") << TinyConfig(m).dump(2);
     WriteSafetensors(m, dir / "model.safetensors");
-    return CpuTransformer::Load(dir, threads);
+    return dir;
+  }
+  // Writes `m` and loads it on the CPU engine.
+  std::unique_ptr<Engine> Load(const TinyModel& m, int threads = 2) {
+    return LoadCpu(Write(m), threads, kBlockSize);
   }
 
   // A fresh model's logits for every row of `tokens` at positions 0, 1, ...
   std::vector<float> Prefill(const TinyModel& m, const std::vector<int32_t>& tokens,
                              int threads = 2) {
     const auto model = Load(m, threads);
-    KvCache cache(model->config());
-    return model->Forward(tokens, Iota(0, tokens.size()), cache, LogitsMode::kAll);
+    PlainSequence sequence(*model);
+    return sequence.Forward(tokens, Iota(0, tokens.size()), LogitsMode::kAll);
   }
 
   std::filesystem::path root_;
@@ -794,9 +887,9 @@ TEST_F(TinyCheckpoint, PrefillMatchesThePlainReference) {
   const std::vector<int32_t> tokens = RandomTokens(TinyModel::kVocab, 13, 80);
   for (const auto& [name, m] : TinyVariants()) {
     const auto model = Load(m);
-    KvCache cache(model->config());
+    PlainSequence sequence(*model);
     const std::vector<float> logits =
-        model->Forward(tokens, Iota(0, tokens.size()), cache, LogitsMode::kAll);
+        sequence.Forward(tokens, Iota(0, tokens.size()), LogitsMode::kAll);
     const auto want = ReferenceForward(m, tokens, Iota(0, tokens.size()));
     const double error = RowRelativeError(logits, want);
     std::printf("%s: vs plain reference %.3g (row-relative)\n", name.c_str(), error);
@@ -811,17 +904,17 @@ TEST_F(TinyCheckpoint, ChunksAndDecodeAtGappedPositionsMatchTheReference) {
   for (const auto& [name, m] : TinyVariants()) {
     const auto model = Load(m);
     const auto want = ReferenceForward(m, tokens, positions);
-    KvCache cache(model->config());
+    PlainSequence sequence(*model);
     std::vector<float> got;
     size_t done = 0;
     for (size_t size : {4, 3, 1, 1, 3}) {
       const std::vector<float> part =
-          model->Forward(std::span(tokens).subspan(done, size),
-                         std::span(positions).subspan(done, size), cache, LogitsMode::kAll);
+          sequence.Forward(std::span(tokens).subspan(done, size),
+                           std::span(positions).subspan(done, size), LogitsMode::kAll);
       got.insert(got.end(), part.begin(), part.end());
       done += size;
     }
-    EXPECT_EQ(cache.positions(), positions) << name;
+    EXPECT_EQ(sequence.positions(), positions) << name;
     EXPECT_LE(RowRelativeError(got, want), kTolerance) << name;
   }
 }
@@ -847,13 +940,20 @@ TEST_F(TinyCheckpoint, TiedHeadIsTheEmbeddingWhateverTheFileHolds) {
 TEST_F(TinyCheckpoint, MissingTensorsAreNamed) {
   TinyModel untied_without_head = Tiny("llama");
   untied_without_head.tensors.erase("lm_head.weight");
-  EXPECT_THAT([&] { Load(untied_without_head); },
-              ::testing::ThrowsMessage<WeightsError>(HasSubstr("lm_head.weight")));
   TinyModel biased_without_bias = Tiny("llama", [](TinyModel& m) { m.attention_bias = true; });
   biased_without_bias.tensors.erase("model.layers.1.self_attn.o_proj.bias");
-  EXPECT_THAT(
-      [&] { Load(biased_without_bias); },
-      ::testing::ThrowsMessage<WeightsError>(HasSubstr("model.layers.1.self_attn.o_proj.bias")));
+  for (const auto& [m, tensor] :
+       {std::pair{untied_without_head, "lm_head.weight"},
+        std::pair{biased_without_bias, "model.layers.1.self_attn.o_proj.bias"}}) {
+    const std::filesystem::path dir = Write(m);
+    // The transformer's loader throws the weights error ...
+    EXPECT_THAT([&] { CpuTransformer::Load(dir, 2); },
+                ::testing::ThrowsMessage<WeightsError>(HasSubstr(tensor)));
+    // ... which the engine registry hands back as a status naming the tensor.
+    const absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(dir, {.device = "cpu"});
+    EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << tensor;
+    EXPECT_THAT(engine.status().message(), HasSubstr(tensor));
+  }
 }
 
 TEST_F(TinyCheckpoint, SlidingWindowChangesOnlyRowsBeyondTheWindow) {
@@ -878,16 +978,18 @@ TEST_F(TinyCheckpoint, SlidingWindowChangesOnlyRowsBeyondTheWindow) {
   EXPECT_LE(RowRelativeError(without, ReferenceForward(full, tokens, Iota(0, 10))), kTolerance);
 }
 
-TEST_F(TinyCheckpoint, AfterRetainTheNextTokenSeesOnlyKeptEntries) {
+TEST_F(TinyCheckpoint, AfterVisibilityEndsTheNextTokenSeesOnlyKeptEntries) {
   const TinyModel m = Tiny("llama");
   const auto model = Load(m);
   const std::vector<int32_t> tokens = RandomTokens(TinyModel::kVocab, 10, 85);
-  KvCache cache(model->config());
-  model->Forward(std::span(tokens).first(9), Iota(0, 9), cache, LogitsMode::kLast);
+  PlainSequence sequence(*model);
+  // Read at raw clock 0; entries 1, 4, 5, 6 stay visible up to clock 0 only.
+  sequence.Forward(std::span(tokens).first(9), Iota(0, 9), LogitsMode::kLast, {},
+                   VisibilityEnding(9, {1, 4, 5, 6}, 0));
   const std::vector<int64_t> kept = {0, 2, 3, 7, 8};
-  cache.Retain(kept);
+  const std::vector<int64_t> clock = {1};
   const std::vector<float> got =
-      model->Forward(std::span(tokens).subspan(9, 1), Iota(9, 1), cache, LogitsMode::kLast);
+      sequence.Forward(std::span(tokens).subspan(9, 1), Iota(9, 1), LogitsMode::kLast, clock);
   // The dropped rows were seen by earlier rows but are invisible to the last one.
   const auto want = ReferenceForward(m, tokens, Iota(0, 10), [&](int64_t t, int64_t s) {
     return t < 9 || s == 9 || std::find(kept.begin(), kept.end(), s) != kept.end();

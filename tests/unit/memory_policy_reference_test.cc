@@ -13,20 +13,25 @@
 #include <string>
 #include <vector>
 
+#include "memory/block_pool.h"
 #include "memory/read_rows.h"
 #include "memory/session_memory.h"
-#include "model/backend/cpu/cpu_transformer.h"
+#include "model/engine.h"
 #include "model/weights.h"
+#include "tests/unit/plain_sequence.h"
 
 namespace gistmem::memory {
 namespace {
 
 const std::filesystem::path kRoot(GISTMEM_SOURCE_DIR);
 
+// Small pages (4 entries), so that window pages come and go within the fixture's stream.
+constexpr int32_t kBlockSize = 4;
+
 struct Fixture {
   nlohmann::json spec;
   std::unique_ptr<model::SafetensorsFile> logits;
-  std::unique_ptr<model::CpuTransformer> model;
+  std::unique_ptr<model::Engine> model;
 };
 
 const Fixture& Load() {
@@ -36,7 +41,7 @@ const Fixture& Load() {
     f->spec = nlohmann::json::parse(in);
     f->logits =
         model::SafetensorsFile::Open(kRoot / "tests/fixtures/policies/qwen2-tied-f32.safetensors");
-    f->model = model::CpuTransformer::Load(kRoot / f->spec.at("model").get<std::string>(), 2);
+    f->model = model::LoadCpu(kRoot / f->spec.at("model").get<std::string>(), 2, kBlockSize);
     return f;
   }();
   return *fixture;
@@ -80,20 +85,36 @@ std::vector<int32_t> RawTokens(const Fixture& f) {
 }
 
 // Reads `raw` into `memory` in steps of at most `chunk` rows; returns the logits of every row.
-std::vector<std::vector<float>> Serve(model::CpuTransformer& engine, SessionMemory& memory,
+std::vector<std::vector<float>> Serve(model::Engine& engine, SessionMemory& memory,
                                       std::span<const int32_t> raw, int64_t chunk) {
   const RowPlan plan = memory.Plan(raw);
   std::vector<std::vector<float>> rows;
   const int64_t step = std::min(chunk, MaxChunkTokens(memory.policy()));
   for (int64_t begin = 0; begin < plan.size(); begin += step) {
     const int64_t end = std::min(plan.size(), begin + step);
-    const std::vector<float> logits =
+    const absl::StatusOr<std::vector<float>> logits =
         ReadRows(engine, memory, plan, begin, end, model::LogitsMode::kAll);
+    if (!logits.ok()) {
+      ADD_FAILURE() << "ReadRows of rows [" << begin << ", " << end << "): " << logits.status();
+      return rows;
+    }
     const int64_t vocab = engine.config().vocab_size;
     for (int64_t r = 0; r < end - begin; ++r)
-      rows.emplace_back(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab);
+      rows.emplace_back(logits->begin() + r * vocab, logits->begin() + (r + 1) * vocab);
   }
   return rows;
+}
+
+// What a session holds beyond the entries its policy keeps is partly used pages only: the
+// pinned segment's tail page, and at most one page at each end of the window (expired slots
+// of the head page, free slots of the tail page).
+void ExpectPagesFollowRetained(const SessionMemory& memory) {
+  const int64_t retained = memory.Counts().total();
+  const PageLayout& layout = memory.kv().pool().layout();
+  const int64_t entry_bytes = layout.page_bytes() / layout.block_size;
+  EXPECT_LE(memory.Bytes(), (retained + 3 * (layout.block_size - 1)) * entry_bytes)
+      << retained << " entries retained";
+  EXPECT_GE(memory.WastedBytes(), 0);  // every retained entry holds a slot
 }
 
 class PolicyReference : public testing::TestWithParam<int64_t> {};
@@ -109,32 +130,39 @@ TEST_P(PolicyReference, IncrementalServingEqualsTheMaskedFullSequence) {
     ASSERT_TRUE(Validate(policy).ok()) << Validate(policy);
     const std::vector<float> want = f.logits->tensors().at(name).ToFloat32();
     const int64_t vocab = f.model->config().vocab_size;
-    SessionMemory memory(f.model->config(), policy);
+    SessionMemory memory(f.model->kv_pool(), policy);
     std::vector<std::vector<float>> got;
     size_t read = 0;
-    int64_t most_retained = 0;
+    int64_t most_retained = 0, most_pages = 0;
     for (int64_t turn : f.spec.at("turns")) {
       memory.BeginTurn();
       auto rows = Serve(*f.model, memory, std::span(raw).subspan(read, turn), chunk);
       memory.EndTurn();
       read += turn;
       got.insert(got.end(), rows.begin(), rows.end());
-      most_retained = std::max(most_retained, memory.cache().size());
+      most_retained = std::max(most_retained, memory.Counts().total());
+      most_pages = std::max(most_pages, memory.kv().pages_held());
+      // Every page in use is this session's (nothing leaks past a turn).
+      EXPECT_EQ(f.model->kv_pool().pages_in_use(), memory.kv().pages_held());
+      ExpectPagesFollowRetained(memory);
     }
     ASSERT_EQ(static_cast<int64_t>(got.size()), c.at("stream_tokens").get<int64_t>());
     ASSERT_EQ(memory.state().stream_tokens, c.at("stream_tokens").get<int64_t>());
     const double worst = MaxRowRelativeError(got, want, vocab);
     EXPECT_LE(worst, 1e-4);
-    std::printf("%s chunk %ld: max row-relative error %.3g, cache %ld of %ld stream rows\n",
-                name.c_str(), chunk, worst, memory.cache().size(), memory.state().stream_tokens);
+    std::printf(
+        "%s chunk %ld: max row-relative error %.3g, %ld entries (%ld pages) of %ld stream rows\n",
+        name.c_str(), chunk, worst, memory.Counts().total(), memory.kv().pages_held(),
+        memory.state().stream_tokens);
 
-    // What stays is what the policy keeps, nothing more (the cache really shrinks).
+    // What stays is what the policy keeps, nothing more, and the session's pages shrink with
+    // it (ExpectPagesFollowRetained above, after every turn).
     const RetainedCounts counts = memory.Counts();
     const int64_t n = memory.state().raw_tokens;
-    EXPECT_EQ(counts.total(), memory.cache().size());
     switch (policy.kind) {
       case PolicyKind::kFull:
-        EXPECT_EQ(memory.cache().size(), n);
+        EXPECT_EQ(counts.total(), n);
+        EXPECT_EQ(memory.kv().pages_held(), (n + kBlockSize - 1) / kBlockSize);
         break;
       case PolicyKind::kWindow:
         EXPECT_EQ(counts.sink, policy.sink_tokens);
@@ -154,6 +182,9 @@ TEST_P(PolicyReference, IncrementalServingEqualsTheMaskedFullSequence) {
     }
     if (policy.kind != PolicyKind::kFull) {
       EXPECT_LT(most_retained, memory.state().stream_tokens);
+      // Pages really went back: had none been freed, the session would hold a slot for every
+      // stream row.
+      EXPECT_LT(most_pages * kBlockSize, memory.state().stream_tokens);
     }
   }
 }
@@ -175,14 +206,20 @@ TEST(DocumentReference, AttachedDocumentEqualsTheMaskedFullSequence) {
     const std::string name = c.at("name");
     SCOPED_TRACE(name);
     const std::vector<float> want = f.logits->tensors().at(name).ToFloat32();
-    SessionMemory session(f.model->config(), PolicyOf(c.at("session_policy")));
-    SessionMemory document(f.model->config(), PolicyOf(c.at("document_policy")));
+    SessionMemory session(f.model->kv_pool(), PolicyOf(c.at("session_policy")));
+    SessionMemory document(f.model->kv_pool(), PolicyOf(c.at("document_policy")));
     std::vector<std::vector<float>> got = Serve(*f.model, session, std::span(raw).subspan(0, a), 8);
     const auto doc_rows = Serve(*f.model, document, std::span(raw).subspan(a, d), 16);
     got.insert(got.end(), doc_rows.begin(), doc_rows.end());
-    const std::shared_ptr<const model::KvCache> frozen = document.Frozen();
+    const absl::StatusOr<std::shared_ptr<const FrozenKv>> frozen_or = document.Frozen();
+    ASSERT_TRUE(frozen_or.ok()) << frozen_or.status();
+    const std::shared_ptr<const FrozenKv> frozen = *frozen_or;
     EXPECT_LT(frozen->size(), document.state().stream_tokens + 1);
-    session.Attach(frozen, document.state().stream_tokens);
+    EXPECT_EQ(frozen->stream_tokens(), document.state().stream_tokens);
+    const int64_t stream_before = session.state().stream_tokens;
+    session.Attach(frozen, name);
+    EXPECT_EQ(session.state().stream_tokens, stream_before + frozen->stream_tokens());
+    EXPECT_EQ(session.kv().attached().at(0).position_offset, stream_before);
     int64_t read = a + d;
     for (int64_t turn : docs.at("b_turns")) {
       session.BeginTurn();
@@ -203,49 +240,80 @@ TEST(DocumentReference, AttachedDocumentEqualsTheMaskedFullSequence) {
 TEST(DocumentReference, RollbackDetachesADocumentAttachedInTheTurn) {
   const Fixture& f = Load();
   const Policy full{};
-  SessionMemory session(f.model->config(), full), document(f.model->config(), full);
+  SessionMemory session(f.model->kv_pool(), full), document(f.model->kv_pool(), full);
   const std::vector<int32_t> tokens = {5, 6, 7, 8};
   Serve(*f.model, session, tokens, 4);
   Serve(*f.model, document, tokens, 4);
   const MemoryState before = session.state();
+  absl::StatusOr<std::shared_ptr<const FrozenKv>> frozen = document.Frozen();
+  ASSERT_TRUE(frozen.ok()) << frozen.status();
   session.BeginTurn();
-  session.Attach(document.Frozen(), document.state().stream_tokens);
+  session.Attach(*frozen, "d");
   EXPECT_EQ(session.state().stream_tokens, before.stream_tokens + 4);
+  EXPECT_EQ(frozen->use_count(), 2);
   session.Rollback();
   EXPECT_EQ(session.state(), before);
-  EXPECT_TRUE(session.cache().shared().empty());
-  EXPECT_EQ(session.cache().next_position(), before.stream_tokens);
+  EXPECT_TRUE(session.kv().attached().empty());
+  EXPECT_EQ(frozen->use_count(), 1);  // the session let go of the document
+  EXPECT_EQ(session.kv().next_position(), before.stream_tokens);
+}
+
+// Everything a session's KV says about its entries: per segment (pinned, window), each
+// slot's position, visibility, what it is, and its rows.
+struct KvContents {
+  std::vector<int64_t> positions;
+  std::vector<EntryVisibility> visibility;
+  std::vector<EntryInfo> infos;
+  std::vector<float> rows;  // [layer][kv][entry][kv_dim]
+  bool operator==(const KvContents&) const = default;
+};
+
+KvContents Contents(const KvSegment& segment, const BlockPool& pool) {
+  KvContents c;
+  std::vector<SlotRef> slots;
+  for (int32_t i = 0; i < segment.num_slots(); ++i) {
+    c.positions.push_back(segment.position(i));
+    c.visibility.push_back(segment.visibility(i));
+    c.infos.push_back(segment.info(i));
+    slots.push_back(segment.slot(i));
+  }
+  c.rows.resize(2 * slots.size() * pool.layout().num_layers * pool.layout().kv_dim);
+  if (!slots.empty()) pool.storage().ExportRows(slots, c.rows.data());
+  return c;
 }
 
 TEST(SessionMemoryTest, RollbackRestoresTheCacheBitForBit) {
   const Fixture& f = Load();
   const std::vector<int32_t> raw = RawTokens(f);
+  const BlockPool& pool = f.model->kv_pool();
   for (const auto& c : f.spec.at("cases")) {
     SCOPED_TRACE(c.at("policy").at("name").get<std::string>());
-    SessionMemory memory(f.model->config(), PolicyOf(c.at("policy")));
+    SessionMemory memory(f.model->kv_pool(), PolicyOf(c.at("policy")));
     memory.BeginTurn();
     Serve(*f.model, memory, std::span(raw).subspan(0, 40), 7);
     memory.EndTurn();
-    const model::KvCache before = memory.cache();
+    const KvContents pinned = Contents(memory.kv().pinned(), pool);
+    const KvContents window = Contents(memory.kv().window(), pool);
+    const std::vector<int32_t> pinned_pages = memory.kv().pinned().pages();
+    const std::vector<int32_t> window_pages = memory.kv().window().pages();
     const MemoryState state = memory.state();
-    const std::vector<EntryInfo> entries = memory.entries();
+    const int64_t pages_in_use = pool.pages_in_use();
 
     memory.BeginTurn();
     Serve(*f.model, memory, std::span(raw).subspan(40, 30), 3);
-    memory.Rollback();
-    ASSERT_EQ(memory.state(), state);
-    ASSERT_EQ(memory.cache().positions(), before.positions());
-    ASSERT_EQ(memory.cache().visibility(), before.visibility());
-    ASSERT_EQ(memory.entries().size(), entries.size());
-    for (size_t i = 0; i < entries.size(); ++i)
-      ASSERT_EQ(memory.entries()[i].serial, entries[i].serial);
-    for (int64_t l = 0; l < before.num_layers(); ++l) {
-      ASSERT_TRUE(std::equal(before.keys(l), before.keys(l) + before.size() * before.kv_dim(),
-                             memory.cache().keys(l)));
-      ASSERT_TRUE(std::equal(before.values(l), before.values(l) + before.size() * before.kv_dim(),
-                             memory.cache().values(l)));
+    if (memory.policy().kind != PolicyKind::kFull) {
+      // The turn released window head pages (held until the turn ends) ...
+      EXPECT_NE(memory.kv().window().pages().front(), window_pages.front());
     }
-    EXPECT_EQ(memory.cache().next_position(), state.stream_tokens);
+    memory.Rollback();
+    // ... and the rollback brings back exactly what was there, on the very same pages.
+    ASSERT_EQ(memory.state(), state);
+    EXPECT_EQ(memory.kv().pinned().pages(), pinned_pages);
+    EXPECT_EQ(memory.kv().window().pages(), window_pages);
+    EXPECT_TRUE(Contents(memory.kv().pinned(), pool) == pinned) << "pinned segment";
+    EXPECT_TRUE(Contents(memory.kv().window(), pool) == window) << "window segment";
+    EXPECT_EQ(memory.kv().next_position(), state.stream_tokens);
+    EXPECT_EQ(pool.pages_in_use(), pages_in_use);  // the turn's own pages went back
   }
 }
 
@@ -255,8 +323,16 @@ TEST(SessionMemoryTest, AnImpossibleStoredStateIsDataLoss) {
        {MemoryState{.stream_tokens = 4, .raw_tokens = 9},
         MemoryState{.stream_tokens = 4, .raw_tokens = -1},
         MemoryState{.stream_tokens = 4, .raw_tokens = 4, .next_serial = -2}}) {
-    SessionMemory memory(f.model->config(), Policy{});
+    SessionMemory memory(f.model->kv_pool(), Policy{});
     EXPECT_EQ(memory.FinishRestore(bad).code(), absl::StatusCode::kDataLoss);
+  }
+  // A stored entry at a position no KV can hold (positions are int32 in the pages' arrays).
+  for (const int64_t position : {int64_t{-1}, int64_t{kVisibleForever}, int64_t{1} << 40}) {
+    SessionMemory memory(f.model->kv_pool(), Policy{});
+    const absl::StatusOr<SlotRef> slot =
+        memory.RestoreEntry({.kind = EntryKind::kRaw, .serial = 0, .raw_index = 0}, position);
+    EXPECT_EQ(slot.status().code(), absl::StatusCode::kDataLoss) << position;
+    EXPECT_EQ(memory.kv().pinned().num_slots(), 0);
   }
 }
 
@@ -279,23 +355,23 @@ TEST(PolicyTest, GistCacheSizeFollowsTheMethodFormula) {
   // gist-method.md: n = 32768, r = 8, W = 512, S = 4 -> 4612 entries.
   const Policy p{
       .kind = PolicyKind::kGist, .ratio = 8, .window = 512, .sink_tokens = 4, .gist_token_id = 1};
-  model::ModelConfig config;
-  config.num_layers = 1;
-  config.num_heads = 1;
-  config.num_kv_heads = 1;
-  config.head_dim = 2;
-  config.hidden_size = 2;
-  SessionMemory memory(config, p);
+  // A pool of one-layer pages: the entries' rows are never written (no engine runs), only
+  // their slots are placed and released.
+  const PageLayout layout{.block_size = 16, .num_layers = 1, .kv_dim = 2, .element_bytes = 4};
+  BlockPool pool(MakeHostPageStorage(layout, int64_t{64} << 20));
+  SessionMemory memory(pool, p);
   const std::vector<int32_t> raw(32768, 3);
   const RowPlan plan = memory.Plan(raw);
   for (int64_t begin = 0; begin < plan.size(); begin += 1024) {
     const int64_t end = std::min(plan.size(), begin + 1024);
-    memory.cache().Extend(std::span(plan.positions).subspan(begin, end - begin),
-                          std::span(plan.visibility).subspan(begin, end - begin));
-    memory.Applied(plan, begin, end);
+    ASSERT_TRUE(memory.Reserve(plan, begin, end).ok());
+    ASSERT_TRUE(memory.Applied(plan, begin, end).ok());
   }
-  EXPECT_EQ(memory.cache().size(), 4612);
+  EXPECT_EQ(memory.Counts().total(), 4612);
   EXPECT_EQ(memory.state().stream_tokens, 32768 + 4096);
+  // The pages follow: 4612 entries, up to partly used pages, not the 36864 of the stream.
+  EXPECT_LE(memory.kv().pages_held() * layout.block_size, 4612 + 3 * (layout.block_size - 1));
+  EXPECT_EQ(pool.pages_in_use(), memory.kv().pages_held());
 }
 
 }  // namespace

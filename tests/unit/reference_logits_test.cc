@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "model/backend/cpu/cpu_transformer.h"
-#include "model/kv_cache.h"
+#include "model/engine.h"
 #include "model/weights.h"
+#include "tests/unit/plain_sequence.h"
 
 namespace gistmem::model {
 namespace {
@@ -71,12 +71,12 @@ class ReferenceLogits : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ReferenceLogits, FullForwardMatchesTransformers) {
   const auto dir = kModels / GetParam();
-  const auto model = CpuTransformer::Load(dir, 2);
+  const auto model = LoadCpu(dir, 2);
   const int64_t vocab = model->config().vocab_size;
   for (const ReferenceCase& rc : LoadCases(dir)) {
-    KvCache cache(model->config());
+    PlainSequence sequence(*model);
     const std::vector<float> logits =
-        model->Forward(rc.tokens, Iota(0, rc.tokens.size()), cache, LogitsMode::kAll);
+        sequence.Forward(rc.tokens, Iota(0, rc.tokens.size()), LogitsMode::kAll);
     EXPECT_LE(MaxRowRelativeError(logits, rc.logits, vocab), 1e-4)
         << GetParam() << ", " << rc.tokens.size() << " tokens";
   }
@@ -84,23 +84,23 @@ TEST_P(ReferenceLogits, FullForwardMatchesTransformers) {
 
 TEST_P(ReferenceLogits, ChunkedPrefillAndDecodeMatchTransformers) {
   const auto dir = kModels / GetParam();
-  const auto model = CpuTransformer::Load(dir, 2);
+  const auto model = LoadCpu(dir, 2);
   const int64_t vocab = model->config().vocab_size;
   for (const ReferenceCase& rc : LoadCases(dir)) {
     // A prefill of the first third, then one token at a time, as a chat turn would run.
-    KvCache cache(model->config());
+    PlainSequence sequence(*model);
     const size_t prefill = rc.tokens.size() / 3;
     std::vector<float> logits;
     if (prefill > 0) {
-      logits = model->Forward(std::span(rc.tokens).first(prefill), Iota(0, prefill), cache,
-                              LogitsMode::kAll);
+      logits =
+          sequence.Forward(std::span(rc.tokens).first(prefill), Iota(0, prefill), LogitsMode::kAll);
     }
     for (size_t i = prefill; i < rc.tokens.size(); ++i) {
-      const std::vector<float> row = model->Forward(std::span(rc.tokens).subspan(i, 1),
-                                                    Iota(int64_t(i), 1), cache, LogitsMode::kLast);
+      const std::vector<float> row = sequence.Forward(std::span(rc.tokens).subspan(i, 1),
+                                                      Iota(int64_t(i), 1), LogitsMode::kLast);
       logits.insert(logits.end(), row.begin(), row.end());
     }
-    EXPECT_EQ(cache.size(), int64_t(rc.tokens.size()));
+    EXPECT_EQ(sequence.size(), int64_t(rc.tokens.size()));
     EXPECT_LE(MaxRowRelativeError(logits, rc.logits, vocab), 1e-4)
         << GetParam() << ", " << rc.tokens.size() << " tokens";
   }

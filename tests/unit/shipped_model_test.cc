@@ -16,12 +16,12 @@
 #include <string>
 #include <vector>
 
-#include "model/backend/cpu/cpu_transformer.h"
 #include "model/config.h"
-#include "model/kv_cache.h"
+#include "model/engine.h"
 #include "model/tokenizer/chat_template.h"
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
+#include "tests/unit/plain_sequence.h"
 
 namespace gistmem::model {
 namespace {
@@ -87,15 +87,15 @@ std::vector<ReferenceCase> LoadCases() {
 }
 
 TEST(ShippedModel, LogitsMatchTransformers) {
-  const auto model = CpuTransformer::Load(kModel, 2);
+  const auto model = LoadCpu(kModel, 2);
   const int64_t vocab = model->config().vocab_size;
   const std::vector<ReferenceCase> cases = LoadCases();
   ASSERT_GE(cases.size(), 4u);
   for (const ReferenceCase& rc : cases) {
     ASSERT_EQ(rc.logits.size(), rc.tokens.size() * vocab) << rc.name;
-    KvCache cache(model->config());
+    PlainSequence sequence(*model);
     const std::vector<float> logits =
-        model->Forward(rc.tokens, Iota(0, rc.tokens.size()), cache, LogitsMode::kAll);
+        sequence.Forward(rc.tokens, Iota(0, rc.tokens.size()), LogitsMode::kAll);
     const double error = MaxRowRelativeError(logits, rc.logits, vocab);
     std::printf("%s (%zu tokens): max row-relative error %.3g\n", rc.name.c_str(), rc.tokens.size(),
                 error);
@@ -104,19 +104,19 @@ TEST(ShippedModel, LogitsMatchTransformers) {
 }
 
 TEST(ShippedModel, PrefillThenDecodeMatchesTransformers) {
-  const auto model = CpuTransformer::Load(kModel, 2);
+  const auto model = LoadCpu(kModel, 2);
   const int64_t vocab = model->config().vocab_size;
   for (const ReferenceCase& rc : LoadCases()) {
-    KvCache cache(model->config());
+    PlainSequence sequence(*model);
     const size_t prefill = rc.tokens.size() / 2;
     std::vector<float> logits;
     if (prefill > 0) {
-      logits = model->Forward(std::span(rc.tokens).first(prefill), Iota(0, prefill), cache,
-                              LogitsMode::kAll);
+      logits =
+          sequence.Forward(std::span(rc.tokens).first(prefill), Iota(0, prefill), LogitsMode::kAll);
     }
     for (size_t i = prefill; i < rc.tokens.size(); ++i) {
-      const std::vector<float> row = model->Forward(std::span(rc.tokens).subspan(i, 1),
-                                                    Iota(int64_t(i), 1), cache, LogitsMode::kLast);
+      const std::vector<float> row = sequence.Forward(std::span(rc.tokens).subspan(i, 1),
+                                                      Iota(int64_t(i), 1), LogitsMode::kLast);
       logits.insert(logits.end(), row.begin(), row.end());
     }
     EXPECT_LE(MaxRowRelativeError(logits, rc.logits, vocab), 1e-4) << rc.name;

@@ -18,4 +18,5 @@ ABSL_DECLARE_FLAG(double, top_p);
 ABSL_DECLARE_FLAG(double, repetition_penalty);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(int32_t, threads);
+ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(bool, json);

@@ -12,9 +12,9 @@
 
 #include "clients/cpp/cli/commands.h"
 #include "clients/cpp/cli/flags.h"
-#include "model/backend/cpu/cpu_transformer.h"
+#include "memory/session_kv.h"
+#include "model/engine.h"
 #include "model/generation.h"
-#include "model/kv_cache.h"
 #include "model/tokenizer/chat_template.h"
 #include "model/tokenizer/incremental_decoder.h"
 #include "model/tokenizer/tokenizer.h"
@@ -63,6 +63,19 @@ std::vector<int32_t> PromptTokens(const model::Tokenizer& tokenizer) {
                                             /*add_generation_prompt=*/true, {}));
 }
 
+std::unique_ptr<model::Engine> LoadEngineFromFlags(const std::filesystem::path& dir) {
+  absl::StatusOr<std::unique_ptr<model::Engine>> engine = model::LoadEngine(
+      dir, {.device = absl::GetFlag(FLAGS_device), .num_threads = absl::GetFlag(FLAGS_threads)});
+  if (!engine.ok()) throw std::runtime_error(std::string(engine.status().message()));
+  return *std::move(engine);
+}
+
+template <typename T>
+T OrThrow(absl::StatusOr<T> value) {
+  if (!value.ok()) throw std::runtime_error(std::string(value.status().message()));
+  return *std::move(value);
+}
+
 const char* FinishReasonName(model::FinishReason reason) {
   switch (reason) {
     case model::FinishReason::kStopToken:
@@ -78,14 +91,14 @@ const char* FinishReasonName(model::FinishReason reason) {
 }  // namespace
 
 int RunLogits() {
-  const auto model = model::CpuTransformer::Load(ModelDir(), absl::GetFlag(FLAGS_threads));
+  const std::unique_ptr<model::Engine> engine = LoadEngineFromFlags(ModelDir());
   const std::vector<int32_t> tokens = ParseTokenList(absl::GetFlag(FLAGS_tokens));
   std::vector<int64_t> positions(tokens.size());
   std::iota(positions.begin(), positions.end(), 0);
-  model::KvCache cache(model->config());
+  memory::SessionKv kv(engine->kv_pool());
   const std::vector<float> logits =
-      model->Forward(tokens, positions, cache, model::LogitsMode::kAll);
-  const size_t vocab = static_cast<size_t>(model->config().vocab_size);
+      OrThrow(model::ForwardPlain(*engine, kv, tokens, positions, model::LogitsMode::kAll));
+  const size_t vocab = static_cast<size_t>(engine->config().vocab_size);
   nlohmann::json rows = nlohmann::json::array();
   for (size_t row = 0; row < tokens.size(); ++row) {
     rows.push_back(
@@ -97,7 +110,7 @@ int RunLogits() {
 
 int RunGenerate() {
   const std::filesystem::path dir = ModelDir();
-  const auto model = model::CpuTransformer::Load(dir, absl::GetFlag(FLAGS_threads));
+  const std::unique_ptr<model::Engine> engine = LoadEngineFromFlags(dir);
   const std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer).empty()
                                          ? (dir / "tokenizer.json").string()
                                          : absl::GetFlag(FLAGS_tokenizer);
@@ -106,7 +119,7 @@ int RunGenerate() {
   model::GenerationOptions options;
   options.max_new_tokens = absl::GetFlag(FLAGS_max_tokens);
   options.sampling = SamplingFromFlags();
-  for (int64_t id : model->config().eos_token_ids)
+  for (int64_t id : engine->config().eos_token_ids)
     options.stop_token_ids.push_back(int32_t(id));
 
   const bool json = absl::GetFlag(FLAGS_json);
@@ -114,9 +127,9 @@ int RunGenerate() {
   model::IncrementalDecoder decoder(tokenizer);
   std::vector<int32_t> generated;
   std::string text;
-  model::KvCache cache(model->config());
+  memory::SessionKv kv(engine->kv_pool());
   const model::FinishReason reason =
-      model::Generate(*model, cache, prompt, options, [&](int32_t token) {
+      OrThrow(model::Generate(*engine, kv, prompt, options, [&](int32_t token) {
         generated.push_back(token);
         const std::string piece = decoder.Push(token);
         text += piece;
@@ -125,7 +138,7 @@ int RunGenerate() {
           std::fflush(stdout);  // stream: show each piece as soon as it is whole UTF-8
         }
         return true;
-      });
+      }));
   const std::string rest = decoder.Flush();
   text += rest;
   if (json) {

@@ -121,4 +121,20 @@ void AttendOneHead(const float* query, const float* keys, const float* values, i
   }
 }
 
+void AttendRows(std::span<const float* const> queries, std::span<const float* const> keys,
+                std::span<const float* const> values, int64_t head_dim, float scale, float* weights,
+                float* out) {
+  const auto count = static_cast<int64_t>(keys.size());
+  for (int64_t j = 0; j < count; ++j)
+    weights[j] = Dot(queries[j], keys[j], head_dim) * scale;
+  Softmax(weights, count);
+  std::fill_n(out, head_dim, 0.f);
+  for (int64_t j = 0; j < count; ++j) {
+    const float weight = weights[j];
+    const float* value = values[j];
+    for (int64_t d = 0; d < head_dim; ++d)
+      out[d] += weight * value[d];
+  }
+}
+
 }  // namespace gistmem::model

@@ -36,4 +36,10 @@ void AttendOneHead(const float* query, const float* keys, const float* values, i
                    std::span<const int64_t> rows, int64_t head_dim, float scale, float* weights,
                    float* out);
 
+// The same over rows anywhere in memory (KV pages): key j is keys[j], value j values[j], and
+// its score uses queries[j] (the query, or the query rotated back for a shared segment).
+void AttendRows(std::span<const float* const> queries, std::span<const float* const> keys,
+                std::span<const float* const> values, int64_t head_dim, float scale, float* weights,
+                float* out);
+
 }  // namespace gistmem::model

@@ -1,0 +1,175 @@
+#include "memory/block_pool.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace gistmem::memory {
+namespace {
+
+// Host pages: fp32, one allocation per chunk of about 1 MiB (at least one page).
+class HostPageStorage final : public PageStorage {
+ public:
+  HostPageStorage(PageLayout layout, int64_t budget_bytes) : layout_(layout) {
+    const int64_t page_bytes = layout_.page_bytes();
+    max_pages_ = static_cast<int32_t>(std::clamp<int64_t>(budget_bytes / page_bytes, 0, 1 << 30));
+    pages_per_chunk_ = static_cast<int32_t>(std::max<int64_t>(1, (int64_t{1} << 20) / page_bytes));
+    chunks_.resize((max_pages_ + pages_per_chunk_ - 1) / pages_per_chunk_);
+  }
+
+  const PageLayout& layout() const override { return layout_; }
+  std::string_view tier() const override { return "host"; }
+  int32_t max_pages() const override { return max_pages_; }
+  int32_t pages_per_chunk() const override { return pages_per_chunk_; }
+
+  absl::Status MapChunk(int32_t chunk) override {
+    const size_t elements = static_cast<size_t>(pages_per_chunk_ * layout_.page_elements());
+    chunks_[chunk].reset(new (std::nothrow) float[elements]());  // zeros: no stale rows
+    if (!chunks_[chunk]) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("host memory for ", elements * sizeof(float), " bytes of KV pages"));
+    }
+    return absl::OkStatus();
+  }
+  void UnmapChunk(int32_t chunk) override { chunks_[chunk].reset(); }
+  void* PageBase(int32_t page) const override { return Page(page); }
+
+  void ExportRows(std::span<const SlotRef> slots, float* out) const override {
+    ForEachRow(slots, [&](float* row, size_t index) {
+      std::memcpy(out + index * layout_.kv_dim, row, RowBytes());
+    });
+  }
+  void ImportRows(std::span<const SlotRef> slots, const float* in) override {
+    ForEachRow(slots, [&](float* row, size_t index) {
+      std::memcpy(row, in + index * layout_.kv_dim, RowBytes());
+    });
+  }
+  void CopySlots(std::span<const SlotRef> from, std::span<const SlotRef> to) override {
+    for (size_t i = 0; i < from.size(); ++i) {
+      for (int32_t layer = 0; layer < layout_.num_layers; ++layer) {
+        for (int32_t kv = 0; kv < 2; ++kv)
+          std::memcpy(Row(to[i], layer, kv), Row(from[i], layer, kv), RowBytes());
+      }
+    }
+  }
+  void MeanOfSlots(std::span<const SlotRef> sources, SlotRef dest) override {
+    const float scale = 1.0f / static_cast<float>(sources.size());
+    for (int32_t layer = 0; layer < layout_.num_layers; ++layer) {
+      for (int32_t kv = 0; kv < 2; ++kv) {
+        float* out = Row(dest, layer, kv);
+        std::fill_n(out, layout_.kv_dim, 0.f);
+        for (const SlotRef& source : sources) {
+          const float* in = Row(source, layer, kv);
+          for (int32_t i = 0; i < layout_.kv_dim; ++i)
+            out[i] += in[i];
+        }
+        for (int32_t i = 0; i < layout_.kv_dim; ++i)
+          out[i] *= scale;
+      }
+    }
+  }
+
+ private:
+  size_t RowBytes() const { return static_cast<size_t>(layout_.kv_dim) * sizeof(float); }
+  float* Page(int32_t page) const {
+    return chunks_[page / pages_per_chunk_].get() +
+           (page % pages_per_chunk_) * layout_.page_elements();
+  }
+  float* Row(SlotRef s, int32_t layer, int32_t kv) const {
+    return Page(s.page) + layout_.RowOffset(layer, kv, s.slot);
+  }
+  // f(row, index into the [layer][kv][entry] order) for every row of the listed slots.
+  template <typename F>
+  void ForEachRow(std::span<const SlotRef> slots, F&& f) const {
+    size_t index = 0;
+    for (int32_t layer = 0; layer < layout_.num_layers; ++layer) {
+      for (int32_t kv = 0; kv < 2; ++kv) {
+        for (const SlotRef& s : slots)
+          f(Row(s, layer, kv), index++);
+      }
+    }
+  }
+
+  PageLayout layout_;
+  int32_t max_pages_ = 0;
+  int32_t pages_per_chunk_ = 1;
+  std::vector<std::unique_ptr<float[]>> chunks_;  // sized once: PageBase reads it unlocked
+};
+
+}  // namespace
+
+std::unique_ptr<PageStorage> MakeHostPageStorage(PageLayout layout, int64_t budget_bytes) {
+  return std::make_unique<HostPageStorage>(layout, budget_bytes);
+}
+
+BlockPool::BlockPool(std::unique_ptr<PageStorage> storage) : storage_(std::move(storage)) {
+  const int32_t per_chunk = storage_->pages_per_chunk();
+  refcounts_.assign(storage_->max_pages(), 0);
+  used_in_chunk_.assign((storage_->max_pages() + per_chunk - 1) / per_chunk, -1);
+}
+
+absl::StatusOr<int32_t> BlockPool::Allocate() {
+  std::lock_guard lock(mutex_);
+  if (free_.empty()) {
+    const auto unmapped = std::find(used_in_chunk_.begin(), used_in_chunk_.end(), -1);
+    if (unmapped == used_in_chunk_.end()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the ", std::string(storage_->tier()), " KV pool is full: ", pages_in_use_, " pages of ",
+          layout().page_bytes(), " bytes in use (budget ", budget_bytes(), " bytes)"));
+    }
+    const auto chunk = static_cast<int32_t>(unmapped - used_in_chunk_.begin());
+    if (absl::Status mapped = storage_->MapChunk(chunk); !mapped.ok()) return mapped;
+    *unmapped = 0;
+    ++chunks_mapped_;
+    const int32_t per_chunk = storage_->pages_per_chunk();
+    const int32_t end = std::min(storage_->max_pages(), (chunk + 1) * per_chunk);
+    for (int32_t page = chunk * per_chunk; page < end; ++page)
+      free_.insert(page);
+  }
+  const int32_t page = *free_.begin();
+  free_.erase(free_.begin());
+  refcounts_[page] = 1;
+  ++used_in_chunk_[page / storage_->pages_per_chunk()];
+  ++pages_in_use_;
+  return page;
+}
+
+void BlockPool::Retain(int32_t page) {
+  std::lock_guard lock(mutex_);
+  ++refcounts_[page];
+}
+
+void BlockPool::Release(int32_t page) {
+  std::lock_guard lock(mutex_);
+  if (--refcounts_[page] > 0) return;
+  --pages_in_use_;
+  const int32_t per_chunk = storage_->pages_per_chunk();
+  const int32_t chunk = page / per_chunk;
+  free_.insert(page);
+  if (--used_in_chunk_[chunk] > 0) return;
+  // An empty chunk goes back to the tier, so memory follows what sessions hold.
+  const int32_t end = std::min(storage_->max_pages(), (chunk + 1) * per_chunk);
+  free_.erase(free_.lower_bound(chunk * per_chunk), free_.lower_bound(end));
+  storage_->UnmapChunk(chunk);
+  used_in_chunk_[chunk] = -1;
+  --chunks_mapped_;
+}
+
+int32_t BlockPool::RefCount(int32_t page) const {
+  std::lock_guard lock(mutex_);
+  return refcounts_[page];
+}
+
+int64_t BlockPool::pages_in_use() const {
+  std::lock_guard lock(mutex_);
+  return pages_in_use_;
+}
+
+int64_t BlockPool::bytes_mapped() const {
+  std::lock_guard lock(mutex_);
+  return int64_t{chunks_mapped_} * storage_->pages_per_chunk() * layout().page_bytes();
+}
+
+}  // namespace gistmem::memory

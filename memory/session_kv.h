@@ -1,0 +1,187 @@
+// One sequence's KV entries, in pages of a BlockPool, as segments:
+//
+//   pinned   entries that stay for good (sinks, gists, pooled means; every entry under
+//            `full`): append-only, never freed while the session lives
+//   window   raw entries that will leave: appended at the tail; a head page goes back to the
+//            pool once none of its slots is visible any more (no compaction, no copies)
+//   attached read-only documents (FrozenKv), shared by every session that attaches them, each
+//            at the stream position where it was attached
+//
+// Each segment keeps, beside its page table, flat per-slot arrays (position, visibility) in
+// the form attention kernels read (memory/kv_layout.h), and what each entry is (EntryInfo).
+// A memory policy (memory/session_memory.h) decides which segment an entry goes to and when
+// it stops being visible; this class only stores, releases and undoes.
+//
+// Thread-safety: none; one owner at a time (the session's). Pages shared with forks or
+// documents are never written: appending into a shared tail page copies it first.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "memory/block_pool.h"
+#include "memory/entry.h"
+#include "memory/kv_layout.h"
+
+namespace gistmem::memory {
+
+// Entries with their rows' slots, in some order (for the store, documents, pooling).
+struct EntryList {
+  std::vector<SlotRef> slots;
+  std::vector<int64_t> positions;
+  std::vector<EntryInfo> infos;
+  int64_t size() const { return static_cast<int64_t>(slots.size()); }
+};
+
+// A run of slots in pages: slot i is page pages()[i / block_size], slot i % block_size.
+class KvSegment {
+ public:
+  int32_t num_slots() const { return static_cast<int32_t>(positions_.size()); }
+  const std::vector<int32_t>& pages() const { return pages_; }
+  SlotRef slot(int32_t i) const { return {pages_[i / block_size_], i % block_size_}; }
+  int64_t position(int32_t i) const { return positions_[i]; }
+  EntryVisibility visibility(int32_t i) const;
+  const EntryInfo& info(int32_t i) const { return infos_[i]; }
+  // The view attention reads; valid until the segment changes.
+  KvSegmentView View() const;
+
+ private:
+  friend class SessionKv;
+  friend class FrozenKv;
+  explicit KvSegment(int32_t block_size) : block_size_(block_size) {}
+
+  int32_t block_size_;
+  std::vector<int32_t> pages_;
+  std::vector<int32_t> positions_, visible_from_, visible_until_;  // [num_slots]
+  std::vector<EntryInfo> infos_;                                   // [num_slots]
+};
+
+// Read-only entries made once (a document): pages of its own, released when the last session
+// attaching it lets go. Every query after the attach point sees all of them.
+class FrozenKv {
+ public:
+  // Copies `entries` (slots of `pool`) into pages of their own. RESOURCE_EXHAUSTED when the
+  // pool has no room.
+  static absl::StatusOr<std::shared_ptr<const FrozenKv>> CopyOf(BlockPool& pool,
+                                                                const EntryList& entries,
+                                                                int64_t stream_tokens);
+  // Entries at `positions` with rows `rows` (fp32, [layer][kv][entry][kv_dim]).
+  static absl::StatusOr<std::shared_ptr<const FrozenKv>> FromRows(
+      BlockPool& pool, std::span<const int64_t> positions, const float* rows,
+      int64_t stream_tokens);
+  ~FrozenKv();
+  FrozenKv(const FrozenKv&) = delete;
+  FrozenKv& operator=(const FrozenKv&) = delete;
+
+  const KvSegment& entries() const { return entries_; }
+  int64_t size() const { return entries_.num_slots(); }
+  // Positions the document takes in a stream that attaches it.
+  int64_t stream_tokens() const { return stream_tokens_; }
+  int64_t bytes() const;
+  BlockPool& pool() const { return pool_; }
+
+ private:
+  FrozenKv(BlockPool& pool, int64_t stream_tokens);
+  absl::Status AllocatePages(int32_t slots);
+
+  BlockPool& pool_;
+  KvSegment entries_;
+  int64_t stream_tokens_;
+};
+
+// A document as one session attached it.
+struct AttachedKv {
+  std::shared_ptr<const FrozenKv> kv;
+  int64_t position_offset = 0;  // the stream position it was attached at
+  std::string label;            // who it is (a document id), for the session's records
+};
+
+class SessionKv {
+ public:
+  enum class Segment { kPinned, kWindow };
+
+  explicit SessionKv(BlockPool& pool);
+  ~SessionKv();  // gives its pages back
+  SessionKv(const SessionKv&) = delete;
+  SessionKv& operator=(const SessionKv&) = delete;
+
+  BlockPool& pool() const { return pool_; }
+  const KvSegment& pinned() const { return pinned_; }
+  const KvSegment& window() const { return window_; }
+  const std::vector<AttachedKv>& attached() const { return attached_; }
+  // The position the next token of the stream may take: past every entry and document.
+  int64_t next_position() const { return next_position_; }
+  // Pages this session holds (shared ones included) and their bytes.
+  int64_t pages_held() const;
+  int64_t bytes_held() const { return pages_held() * pool_.layout().page_bytes(); }
+
+  // Appends one slot at the tail of `segment`; the engine (or a restore) then writes its rows
+  // at the returned slot. Positions of pinned and window entries must increase past
+  // next_position() unless `any_position` (pooled entries, restores). RESOURCE_EXHAUSTED when
+  // no page can be had, INVALID_ARGUMENT on a bad position; the KV is then unchanged.
+  absl::StatusOr<SlotRef> Append(Segment segment, int64_t position, EntryVisibility visibility,
+                                 const EntryInfo& info, bool any_position = false);
+  // Attaches a document at next_position(); the stream moves past its stream_tokens.
+  void Attach(std::shared_ptr<const FrozenKv> document, std::string label);
+  // A stored session's document, at the offset it was attached at.
+  void RestoreAttached(AttachedKv attached);
+  // After a restore: where the stream goes on (not before any entry).
+  absl::Status SetNextPosition(int64_t position);
+
+  // Gives back window head pages none of whose slots a query with raw clock >= `clock` sees.
+  void ReleaseExpired(int64_t clock);
+
+  // Where the KV stands; TruncateTo(mark) undoes every append and attach made after it (a
+  // failed step). Pages released in between are not brought back: use a turn for that.
+  struct Mark {
+    int32_t pinned_slots = 0;
+    int64_t window_end = 0;  // window slots ever appended, released ones included
+    size_t attached = 0;
+    int64_t next_position = 0;
+  };
+  Mark mark() const;
+  void TruncateTo(const Mark& mark);
+
+  // A turn: Rollback() brings the KV back to exactly where BeginTurn() found it, the window
+  // pages released in between included (they are held until EndTurn()).
+  void BeginTurn();
+  void Rollback();
+  void EndTurn();
+
+  // A copy sharing every page (copy on write) and every document. Not inside a turn.
+  absl::StatusOr<std::unique_ptr<SessionKv>> Fork() const;
+
+  // The segments attention reads, in summation order: pinned, window, attached documents.
+  // The views point into this object: valid until it changes.
+  void AppendViews(std::vector<KvSegmentView>& views) const;
+
+ private:
+  // The window's slots [released_, released_ + window_.num_slots()) of all it ever held.
+  struct ReleasedPage {
+    int32_t page;
+    std::vector<int32_t> positions, visible_from, visible_until;
+    std::vector<EntryInfo> infos;
+  };
+
+  absl::StatusOr<SlotRef> AppendTo(KvSegment& segment, int64_t position, EntryVisibility visibility,
+                                   const EntryInfo& info);
+  void TruncateSegment(KvSegment& segment, int32_t slots);
+
+  BlockPool& pool_;
+  KvSegment pinned_, window_;
+  std::vector<AttachedKv> attached_;
+  int64_t released_ = 0;  // window slots whose pages went back
+  int64_t next_position_ = 0;
+
+  bool in_turn_ = false;
+  Mark turn_start_;
+  int64_t turn_start_released_ = 0;
+  std::vector<ReleasedPage> released_in_turn_;  // in release order, still held
+};
+
+}  // namespace gistmem::memory

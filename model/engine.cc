@@ -1,0 +1,85 @@
+#include "model/engine.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/backend/cpu/cpu_engine.h"
+
+namespace gistmem::model {
+namespace {
+
+struct EngineEntry {
+  const char* name;
+  absl::StatusOr<std::unique_ptr<Engine>> (*load)(const std::filesystem::path&,
+                                                  const EngineOptions&);
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> CudaNotBuilt(const std::filesystem::path&,
+                                                     const EngineOptions&) {
+  return absl::UnimplementedError(
+      "--device cuda: the CUDA engine is not built yet (issue 12); use --device cpu");
+}
+
+// The registry: every engine by name. The CUDA engine joins it with the CUDA backend.
+constexpr EngineEntry kEngines[] = {{"cpu", LoadCpuEngine}, {"cuda", CudaNotBuilt}};
+
+}  // namespace
+
+std::vector<std::string> EngineNames() {
+  std::vector<std::string> names;
+  for (const EngineEntry& entry : kEngines)
+    names.emplace_back(entry.name);
+  return names;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
+                                                   const EngineOptions& options) {
+  for (const EngineEntry& entry : kEngines) {
+    if (options.device == entry.name) return entry.load(model_dir, options);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device \"", options.device,
+                   "\"; this build has: ", absl::StrJoin(EngineNames(), ", ")));
+}
+
+std::vector<int64_t> NextPositions(const memory::SessionKv& kv, size_t count) {
+  std::vector<int64_t> positions(count);
+  for (size_t i = 0; i < count; ++i)
+    positions[i] = kv.next_position() + static_cast<int64_t>(i);
+  return positions;
+}
+
+absl::StatusOr<std::vector<float>> ForwardPlain(Engine& engine, memory::SessionKv& kv,
+                                                std::span<const int32_t> tokens,
+                                                std::span<const int64_t> positions,
+                                                LogitsMode mode) {
+  if (tokens.size() != positions.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(tokens.size(), " tokens but ", positions.size(), " positions"));
+  }
+  const memory::SessionKv::Mark before = kv.mark();
+  std::vector<memory::SlotRef> slots;
+  for (int64_t position : positions) {
+    absl::StatusOr<memory::SlotRef> slot =
+        kv.Append(memory::SessionKv::Segment::kPinned, position, {}, {});
+    if (!slot.ok()) {
+      kv.TruncateTo(before);
+      return slot.status();
+    }
+    slots.push_back(*slot);
+  }
+  const SequenceStep step{.tokens = tokens,
+                          .positions = positions,
+                          .clocks = {},
+                          .slots = slots,
+                          .kv = &kv,
+                          .mode = mode};
+  absl::StatusOr<std::vector<std::vector<float>>> logits = engine.ForwardBatch(std::span(&step, 1));
+  if (!logits.ok()) {
+    kv.TruncateTo(before);
+    return logits.status();
+  }
+  return std::move((*logits)[0]);
+}
+
+}  // namespace gistmem::model

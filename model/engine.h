@@ -1,0 +1,94 @@
+// The one interface through which the service, the tools and the benchmarks run a model.
+//
+// An Engine is a checkpoint loaded for one device ("cpu": the fp32 reference; "cuda": the GPU
+// backend) together with the KV page pool it owns. Sequences keep their KV as a
+// memory::SessionKv made from that pool; a forward step reads many sequences at once:
+//
+//   absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(dir, {.device = "cpu"});
+//   memory::SessionKv kv((*engine)->kv_pool());
+//   ... append one slot per new row to kv (memory::SessionMemory::Reserve does it under a
+//   policy), then:
+//   absl::StatusOr<std::vector<std::vector<float>>> logits = (*engine)->ForwardBatch(steps);
+//
+// No exception crosses this interface: every failure is a status.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "memory/block_pool.h"
+#include "memory/session_kv.h"
+#include "model/config.h"
+
+namespace gistmem::model {
+
+// Which rows of a step get logits: all, the last, or the one at `logits_row` (the last raw
+// token when a gist token follows it in the same step).
+enum class LogitsMode { kAll, kLast, kRow };
+
+// One sequence's rows in a forward step. The rows' slots are already appended to `kv` (with
+// their positions and visibility); the step writes their keys and values there and attends
+// over everything `kv` lets each row see.
+struct SequenceStep {
+  std::span<const int32_t> tokens;
+  std::span<const int64_t> positions;      // the rows' stream positions, increasing
+  std::span<const int64_t> clocks;         // each row's raw clock; empty: 0 for every row
+  std::span<const memory::SlotRef> slots;  // where each row's K/V goes
+  const memory::SessionKv* kv = nullptr;   // distinct for every sequence of a step
+  LogitsMode mode = LogitsMode::kLast;
+  int64_t logits_row = 0;  // for kRow
+};
+
+struct EngineOptions {
+  std::string device = "cpu";                // a name from EngineNames()
+  int num_threads = 0;                       // CPU: attention threads (0: one per hardware thread)
+  int64_t kv_pool_bytes = int64_t{4} << 30;  // the KV page pool's budget
+  int32_t block_size = 16;                   // entries per KV page
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  // "cpu", "cuda:0", ...
+  virtual std::string device() const = 0;
+  // The pool every sequence's pages come from. It outlives nothing that holds its pages:
+  // destroy sessions and documents before the engine.
+  virtual memory::BlockPool& kv_pool() = 0;
+
+  // Runs one step over several sequences and returns each one's logits, row-major
+  // ([rows, vocab] for kAll, [1, vocab] otherwise), each bit for bit what the sequence gets
+  // alone. INVALID_ARGUMENT (nothing written) for token ids outside the vocabulary, positions
+  // that do not follow the sequence's entries, mismatched spans, a KV of another pool;
+  // RESOURCE_EXHAUSTED or INTERNAL when the device fails (the rows' slots then hold garbage:
+  // the caller truncates them). Calls from several threads take turns.
+  virtual absl::StatusOr<std::vector<std::vector<float>>> ForwardBatch(
+      std::span<const SequenceStep> steps) = 0;
+};
+
+// The engines this binary has, by name.
+std::vector<std::string> EngineNames();
+// Loads `model_dir` (config.json, safetensors, tokenizer.json) for options.device.
+// INVALID_ARGUMENT for an unknown device, UNIMPLEMENTED for one this build lacks, and the
+// loader's error (NOT_FOUND, INVALID_ARGUMENT, ...) for a bad checkpoint.
+absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
+                                                   const EngineOptions& options);
+
+// Reads `tokens` at `positions` into `kv` with no memory policy (every entry stays, pinned)
+// and returns the logits `mode` asks for: the plain single-sequence forward of tools and
+// tests. On failure the KV is as it was.
+absl::StatusOr<std::vector<float>> ForwardPlain(Engine& engine, memory::SessionKv& kv,
+                                                std::span<const int32_t> tokens,
+                                                std::span<const int64_t> positions,
+                                                LogitsMode mode = LogitsMode::kLast);
+// Positions that continue `kv`: next_position() + 0, 1, ...
+std::vector<int64_t> NextPositions(const memory::SessionKv& kv, size_t count);
+
+}  // namespace gistmem::model
