@@ -1,4 +1,4 @@
-// CudaTransformer against the CPU reference transformer (CpuTransformer::Forward, fp32) and
+// CudaTransformer against the CPU reference (the CPU engine through model/engine.h, fp32) and
 // against the transformers fixtures (fp32 logits of random-weight checkpoints), for the three
 // fixture models: Llama (GQA, llama3 RoPE scaling, bf16), Qwen2 (q/k/v biases, tied
 // embeddings, f32), Mistral (sliding window 8, f16). KV goes through a paged bf16 pool with
@@ -25,12 +25,13 @@
 #include <string>
 #include <vector>
 
-#include "model/backend/cpu/cpu_transformer.h"
+#include "memory/session_kv.h"
 #include "model/backend/cuda/device_kv_view.h"
 #include "model/backend/cuda/kernels.h"
-#include "model/kv_cache.h"
+#include "model/engine.h"
 #include "model/weights.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/unit/plain_sequence.h"
 
 namespace gistmem::cuda {
 namespace {
@@ -161,7 +162,7 @@ class CudaTransformerFixtures : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(CudaTransformerFixtures, FullPrefillMatchesTransformersAndCpu) {
-  const auto cpu = model::CpuTransformer::Load(dir_, 2);
+  const std::unique_ptr<model::Engine> cpu = model::LoadCpu(dir_, 2);
   for (size_t c = 0; c < cases_.size(); ++c) {
     const ReferenceCase& rc = cases_[c];
     PagedSessions sessions(kBlock, kPages, static_cast<unsigned>(c + 1));
@@ -183,10 +184,10 @@ TEST_P(CudaTransformerFixtures, FullPrefillMatchesTransformersAndCpu) {
     ASSERT_OK(logits.status());
     const std::string what = GetParam() + " prefill " + std::to_string(rc.tokens.size());
     CompareLogits(*logits, rc.logits, vocab_, what + " vs transformers");
-    model::KvCache cache(cpu->config());
+    model::PlainSequence sequence(*cpu);
     std::vector<int64_t> positions64(positions.begin(), positions.end());
     const std::vector<float> cpu_logits =
-        cpu->Forward(rc.tokens, positions64, cache, model::LogitsMode::kAll);
+        sequence.Forward(rc.tokens, positions64, model::LogitsMode::kAll);
     CompareLogits(*logits, cpu_logits, vocab_, what + " vs CPU");
   }
 }
@@ -292,13 +293,13 @@ TEST(CudaTransformerPolicy, WindowVisibilityMatchesCpu) {
   const auto dir = ModelsDir() / "qwen2-tied-f32";
   absl::StatusOr<std::unique_ptr<CudaTransformer>> gpu = CudaTransformer::Load(dir);
   ASSERT_OK(gpu.status());
-  const auto cpu = model::CpuTransformer::Load(dir, 2);
+  const std::unique_ptr<model::Engine> cpu = model::LoadCpu(dir, 2);
   const int64_t vocab = cpu->config().vocab_size;
   absl::StatusOr<KvPagePool> pool = KvPagePool::Allocate((*gpu)->PageLayoutFor(8), 64);
   ASSERT_OK(pool.status());
   constexpr int32_t kSinks = 2, kWindow = 6, kTokens = 40;
   std::mt19937 rng(7);
-  model::KvCache cache(cpu->config());
+  model::PlainSequence sequence(*cpu);
   HostKvSegment seg;
   for (int32_t t = 0; t < kTokens; ++t) {
     const int32_t token = static_cast<int32_t>(rng() % vocab);
@@ -327,15 +328,10 @@ TEST(CudaTransformerPolicy, WindowVisibilityMatchesCpu) {
     ASSERT_OK(got.status());
 
     const int64_t positions64[] = {t}, clocks64[] = {clock};
-    const model::EntryVisibility visibility[] = {
-        {clock, until == memory::kVisibleForever ? model::EntryVisibility::kForever : until}};
-    model::SequenceChunk chunk;
-    chunk.tokens = tokens;
-    chunk.positions = positions64;
-    chunk.cache = &cache;
-    chunk.clocks = clocks64;
-    chunk.visibility = visibility;
-    const std::vector<float> want = cpu->ForwardBatch({&chunk, 1})[0];
+    const memory::EntryVisibility visibility[] = {
+        {clock, until == memory::kVisibleForever ? memory::EntryVisibility::kForever : until}};
+    const std::vector<float> want =
+        sequence.Forward(tokens, positions64, model::LogitsMode::kLast, clocks64, visibility);
     CompareLogits(*got, want, vocab, "window policy step " + std::to_string(t));
   }
 }
@@ -403,12 +399,13 @@ std::vector<int32_t> RandomTokens(size_t count, int64_t vocab, std::mt19937& rng
 }
 
 // A document computed once (its own positions 0..m-1) and attached to a session at offset 9:
-// the GPU's shared segment (query rotated back by rope_offset) against KvCache::Attach.
+// the GPU's shared segment (query rotated back by rope_offset) against the CPU engine reading
+// a FrozenKv attached to a SessionKv.
 TEST(CudaTransformerShared, AttachedDocumentMatchesCpu) {
   const auto dir = ModelsDir() / "qwen2-tied-f32";
   absl::StatusOr<std::unique_ptr<CudaTransformer>> gpu = CudaTransformer::Load(dir);
   ASSERT_OK(gpu.status());
-  const auto cpu = model::CpuTransformer::Load(dir, 2);
+  const std::unique_ptr<model::Engine> cpu = model::LoadCpu(dir, 2, 4);
   const int64_t vocab = cpu->config().vocab_size;
   absl::StatusOr<KvPagePool> pool = KvPagePool::Allocate((*gpu)->PageLayoutFor(4), 64);
   ASSERT_OK(pool.status());
@@ -422,17 +419,27 @@ TEST(CudaTransformerShared, AttachedDocumentMatchesCpu) {
   std::vector<HostKvSegment> doc_kv(1), session(1);
   Step(**gpu, *pool, slots, doc_kv, doc, Iota(0, doc.size()));
   Step(**gpu, *pool, slots, session, prefix, Iota(0, prefix.size()));
-  auto doc_cache = std::make_shared<model::KvCache>(cpu->config());
+  model::PlainSequence doc_sequence(*cpu);
   std::vector<int64_t> doc_positions(doc.size());
   std::iota(doc_positions.begin(), doc_positions.end(), 0);
-  cpu->Forward(doc, doc_positions, *doc_cache, model::LogitsMode::kLast);
-  model::KvCache cache(cpu->config());
+  doc_sequence.Forward(doc, doc_positions, model::LogitsMode::kLast);
+  memory::EntryList doc_entries;
+  for (int32_t i = 0; i < doc_sequence.kv().pinned().num_slots(); ++i) {
+    doc_entries.slots.push_back(doc_sequence.kv().pinned().slot(i));
+    doc_entries.positions.push_back(doc_sequence.kv().pinned().position(i));
+    doc_entries.infos.push_back(doc_sequence.kv().pinned().info(i));
+  }
+  absl::StatusOr<std::shared_ptr<const memory::FrozenKv>> frozen =
+      memory::FrozenKv::CopyOf(cpu->kv_pool(), doc_entries, static_cast<int64_t>(doc.size()));
+  ASSERT_OK(frozen.status());
+  model::PlainSequence sequence(*cpu);
   std::vector<int64_t> prefix_positions(prefix.size());
   std::iota(prefix_positions.begin(), prefix_positions.end(), 0);
-  cpu->Forward(prefix, prefix_positions, cache, model::LogitsMode::kLast);
+  sequence.Forward(prefix, prefix_positions, model::LogitsMode::kLast);
 
   // Attach at offset 9 (positions 9..21), then the query at 22..27 and two decode steps.
-  cache.Attach({doc_cache, 9, 13, "doc"});
+  sequence.kv().Attach(*frozen, "doc");
+  ASSERT_EQ(sequence.next_position(), 22);
   HostKvSegment shared = doc_kv[0];
   shared.shared = true;
   shared.rope_offset = 9;
@@ -446,20 +453,20 @@ TEST(CudaTransformerShared, AttachedDocumentMatchesCpu) {
     const std::vector<int32_t> positions = Iota(next, chunk);
     const std::vector<int64_t> positions64(positions.begin(), positions.end());
     const std::vector<float> got = Step(**gpu, *pool, slots, session, tokens, positions);
-    const std::vector<float> want =
-        cpu->Forward(tokens, positions64, cache, model::LogitsMode::kAll);
+    const std::vector<float> want = sequence.Forward(tokens, positions64, model::LogitsMode::kAll);
     CompareLogits(got, want, vocab, "shared document, rows at " + std::to_string(next));
     next += static_cast<int32_t>(chunk);
   }
 }
 
 // A pooled entry (the `pool` policy's mean of four entries, PooledMean on the GPU) and then
-// decode steps that see it: against KvCache::AppendMean.
+// decode steps that see it: against the CPU engine's pinned entry made by its page storage's
+// MeanOfSlots.
 TEST(CudaTransformerPooled, PooledEntryMatchesCpu) {
   const auto dir = ModelsDir() / "llama-gqa-bf16";
   absl::StatusOr<std::unique_ptr<CudaTransformer>> gpu = CudaTransformer::Load(dir);
   ASSERT_OK(gpu.status());
-  const auto cpu = model::CpuTransformer::Load(dir, 2);
+  const std::unique_ptr<model::Engine> cpu = model::LoadCpu(dir, 2, 4);
   const int64_t vocab = cpu->config().vocab_size;
   absl::StatusOr<KvPagePool> pool = KvPagePool::Allocate((*gpu)->PageLayoutFor(4), 64);
   ASSERT_OK(pool.status());
@@ -468,14 +475,21 @@ TEST(CudaTransformerPooled, PooledEntryMatchesCpu) {
   const std::vector<int32_t> prompt = RandomTokens(12, vocab, rng);
   std::vector<HostKvSegment> session(1);
   Step(**gpu, *pool, slots, session, prompt, Iota(0, prompt.size()));
-  model::KvCache cache(cpu->config());
+  model::PlainSequence sequence(*cpu);
   std::vector<int64_t> prompt_positions(prompt.size());
   std::iota(prompt_positions.begin(), prompt_positions.end(), 0);
-  cpu->Forward(prompt, prompt_positions, cache, model::LogitsMode::kLast);
+  sequence.Forward(prompt, prompt_positions, model::LogitsMode::kLast);
 
   // Entry 12 := mean of entries 2..5, at position 5, visible to all later queries.
   const int64_t sources[] = {2, 3, 4, 5};
-  cache.AppendMean(sources, 5, {});
+  std::vector<memory::SlotRef> cpu_sources;
+  for (int64_t e : sources)
+    cpu_sources.push_back(sequence.kv().pinned().slot(static_cast<int32_t>(e)));
+  absl::StatusOr<memory::SlotRef> pooled = sequence.kv().Append(
+      memory::SessionKv::Segment::kPinned, 5, {}, {.kind = memory::EntryKind::kPooled},
+      /*any_position=*/true);
+  ASSERT_OK(pooled.status());
+  cpu->kv_pool().storage().MeanOfSlots(cpu_sources, *pooled);
   std::vector<int32_t> offsets = {0, 4}, src_pages, src_slots;
   for (int64_t e : sources) {
     src_pages.push_back(session[0].page_ids[e / 4]);
@@ -494,8 +508,7 @@ TEST(CudaTransformerPooled, PooledEntryMatchesCpu) {
     const std::vector<int32_t> tokens = RandomTokens(1, vocab, rng), positions = {t};
     const int64_t positions64[] = {t};
     const std::vector<float> got = Step(**gpu, *pool, slots, session, tokens, positions);
-    const std::vector<float> want =
-        cpu->Forward(tokens, positions64, cache, model::LogitsMode::kAll);
+    const std::vector<float> want = sequence.Forward(tokens, positions64, model::LogitsMode::kAll);
     CompareLogits(got, want, vocab, "after a pooled entry, position " + std::to_string(t));
   }
 }
