@@ -1,46 +1,11 @@
+// ForwardPlain and NextPositions; the registry (EngineNames, LoadEngine) is
+// model/engine_registry.cc, in gistmem_engines, which links every backend this build has.
 #include "model/engine.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "model/backend/cpu/cpu_engine.h"
 
 namespace gistmem::model {
-namespace {
-
-struct EngineEntry {
-  const char* name;
-  absl::StatusOr<std::unique_ptr<Engine>> (*load)(const std::filesystem::path&,
-                                                  const EngineOptions&);
-};
-
-absl::StatusOr<std::unique_ptr<Engine>> CudaNotBuilt(const std::filesystem::path&,
-                                                     const EngineOptions&) {
-  return absl::UnimplementedError(
-      "--device cuda: the CUDA engine is not built yet (issue 12); use --device cpu");
-}
-
-// The registry: every engine by name. The CUDA engine joins it with the CUDA backend.
-constexpr EngineEntry kEngines[] = {{"cpu", LoadCpuEngine}, {"cuda", CudaNotBuilt}};
-
-}  // namespace
-
-std::vector<std::string> EngineNames() {
-  std::vector<std::string> names;
-  for (const EngineEntry& entry : kEngines)
-    names.emplace_back(entry.name);
-  return names;
-}
-
-absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
-                                                   const EngineOptions& options) {
-  for (const EngineEntry& entry : kEngines) {
-    if (options.device == entry.name) return entry.load(model_dir, options);
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown device \"", options.device,
-                   "\"; this build has: ", absl::StrJoin(EngineNames(), ", ")));
-}
 
 std::vector<int64_t> NextPositions(const memory::SessionKv& kv, size_t count) {
   std::vector<int64_t> positions(count);

@@ -8,45 +8,17 @@
 #include <vector>
 
 #include "model/backend/cpu/ops.h"
-#include "model/backend/cuda/cuda_check.h"
+#include "model/backend/cuda/bf16.h"
 #include "model/backend/cuda/device_info.h"
 #include "model/backend/cuda/rms_norm.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace gistmem::cuda {
 namespace {
 
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t count) : count_(count) {
-    GISTMEM_CUDA_CHECK(cudaMalloc(&data_, count * sizeof(T)));
-  }
-  ~DeviceBuffer() { cudaFree(data_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  T* get() { return data_; }
-  void Upload(const std::vector<T>& host) {
-    GISTMEM_CUDA_CHECK(cudaMemcpy(data_, host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> Download() const {
-    std::vector<T> host(count_);
-    GISTMEM_CUDA_CHECK(cudaMemcpy(host.data(), data_, count_ * sizeof(T), cudaMemcpyDeviceToHost));
-    return host;
-  }
-
- private:
-  T* data_ = nullptr;
-  size_t count_;
-};
-
-std::vector<float> RandomVector(size_t count, std::mt19937& rng, float scale) {
-  std::normal_distribution<float> normal(0.f, scale);
-  std::vector<float> values(count);
-  for (float& v : values)
-    v = normal(rng);
-  return values;
-}
+using testing::Download;
+using testing::RandomNormal;
+using testing::Upload;
 
 TEST(CudaDevice, ReportsAtLeastOneGpu) {
   const std::vector<DeviceInfo> devices = ListDevices();
@@ -58,25 +30,33 @@ TEST(CudaDevice, ReportsAtLeastOneGpu) {
 
 class CudaRmsNorm : public ::testing::TestWithParam<std::pair<int64_t, int64_t>> {};
 
+// fp32 out: float sums in a different order than the CPU's double sum; 1e-5 relative.
+// bf16 out: the same value rounded to bf16 (8 bits of mantissa): 2^-8 relative, plus the fp32 part.
 TEST_P(CudaRmsNorm, MatchesCpuReference) {
   const auto [rows, dim] = GetParam();
   std::mt19937 rng(static_cast<unsigned>(rows * 7919 + dim));
-  const std::vector<float> x = RandomVector(rows * dim, rng, 3.f);
-  const std::vector<float> weight = RandomVector(dim, rng, 1.f);
+  const std::vector<float> x = RandomNormal(rows * dim, rng, 3.f);
+  const std::vector<float> weight = RandomNormal(dim, rng, 1.f);
   std::vector<float> expected(rows * dim);
   model::RmsNorm(x.data(), weight.data(), expected.data(), rows, dim, 1e-5f);
 
-  DeviceBuffer<float> d_x(x.size()), d_weight(weight.size()), d_out(x.size());
-  d_x.Upload(x);
-  d_weight.Upload(weight);
+  DeviceBuffer d_x = Upload(x), d_weight = Upload(weight);
   // Poison the output so an element the kernel skips shows up as NaN.
-  d_out.Upload(std::vector<float>(x.size(), std::numeric_limits<float>::quiet_NaN()));
-  RmsNorm(d_x.get(), d_weight.get(), d_out.get(), rows, dim, 1e-5f, nullptr);
-  GISTMEM_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<float> got = d_out.Download();
+  DeviceBuffer d_out =
+      Upload(std::vector<float>(x.size(), std::numeric_limits<float>::quiet_NaN()));
+  DeviceBuffer d_bf16 = Upload(std::vector<uint16_t>(x.size(), 0x7fc0));
+  ASSERT_OK(
+      RmsNorm(d_x.as<float>(), d_weight.as<float>(), d_out.as<float>(), rows, dim, 1e-5f, nullptr));
+  ASSERT_OK(RmsNormToBf16(d_x.as<float>(), d_weight.as<float>(), d_bf16.get(), rows, dim, 1e-5f,
+                          nullptr));
+  const std::vector<float> got = Download<float>(d_out, x.size());
+  const std::vector<uint16_t> got_bf16 = Download<uint16_t>(d_bf16, x.size());
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_TRUE(std::isfinite(got[i])) << "element " << i;
     ASSERT_NEAR(got[i], expected[i], 1e-5f * (1.f + std::fabs(expected[i]))) << "element " << i;
+    ASSERT_NEAR(Bf16ToFloat(got_bf16[i]), expected[i],
+                std::ldexp(1.f, -8) * std::fabs(expected[i]) + 1e-5f)
+        << "element " << i;
   }
 }
 
@@ -90,16 +70,14 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRmsNorm,
 TEST(CudaRmsNormInPlace, OutputMayAliasInput) {
   std::mt19937 rng(5);
   const int64_t rows = 9, dim = 513;
-  const std::vector<float> x = RandomVector(rows * dim, rng, 2.f);
-  const std::vector<float> weight = RandomVector(dim, rng, 1.f);
+  const std::vector<float> x = RandomNormal(rows * dim, rng, 2.f);
+  const std::vector<float> weight = RandomNormal(dim, rng, 1.f);
   std::vector<float> expected(x.size());
   model::RmsNorm(x.data(), weight.data(), expected.data(), rows, dim, 1e-6f);
-  DeviceBuffer<float> d_x(x.size()), d_weight(weight.size());
-  d_x.Upload(x);
-  d_weight.Upload(weight);
-  RmsNorm(d_x.get(), d_weight.get(), d_x.get(), rows, dim, 1e-6f, nullptr);
-  GISTMEM_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<float> got = d_x.Download();
+  DeviceBuffer d_x = Upload(x), d_weight = Upload(weight);
+  ASSERT_OK(
+      RmsNorm(d_x.as<float>(), d_weight.as<float>(), d_x.as<float>(), rows, dim, 1e-6f, nullptr));
+  const std::vector<float> got = Download<float>(d_x, x.size());
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_NEAR(got[i], expected[i], 1e-5f * (1.f + std::fabs(expected[i])));
   }

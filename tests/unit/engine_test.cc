@@ -1,4 +1,4 @@
-// The engine registry (model/engine.h): "cpu" loads, "cuda" is named as not built, an unknown
+// The engine registry (model/engine.h): "cpu" loads, "cuda" loads or says why not, an unknown
 // device lists the names there are; an engine refuses a KV made from another engine's pool;
 // ForwardPlain leaves the KV as it was when a step fails.
 #include "model/engine.h"
@@ -53,17 +53,29 @@ TEST(EngineTest, CpuLoadsWithAPoolOfTheModelsShape) {
   EXPECT_EQ(NextPositions(kv, 2), (std::vector<int64_t>{10, 11}));
 }
 
-TEST(EngineTest, CudaIsUnimplementedInThisBuildAndSaysSo) {
-  const absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(kModel, {.device = "cuda"});
-  EXPECT_EQ(engine.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(engine.status().message(), HasSubstr("cuda"));
+// "cuda": UNIMPLEMENTED naming cuda in a build without the backend; in a build with it, an
+// engine where a GPU is and a clear start-up error (FAILED_PRECONDITION naming --device cpu)
+// where none is, never a crash.
+TEST(EngineTest, CudaLoadsOrSaysWhyNot) {
+  const absl::StatusOr<std::unique_ptr<Engine>> engine =
+      LoadEngine(kModel, {.device = "cuda", .kv_pool_bytes = int64_t{16} << 20});
+  if (engine.ok()) {
+    EXPECT_EQ((*engine)->device(), "cuda:0");
+    EXPECT_EQ((*engine)->kv_pool().tier(), "gpu");
+  } else if (engine.status().code() == absl::StatusCode::kUnimplemented) {
+    EXPECT_THAT(engine.status().message(), HasSubstr("cuda"));
+    EXPECT_THAT(engine.status().message(), HasSubstr("--device cpu"));
+  } else {
+    EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
+    EXPECT_THAT(engine.status().message(), HasSubstr("--device cpu"));
+  }
 }
 
 TEST(EngineTest, AnUnknownDeviceIsRejectedListingTheNames) {
   const std::vector<std::string> names = EngineNames();
   EXPECT_THAT(names, ::testing::Contains("cpu"));
   EXPECT_THAT(names, ::testing::Contains("cuda"));
-  for (const std::string device : {"tpu", "", "CPU", "cpu "}) {
+  for (const std::string device : {"tpu", "", "CPU", "cpu ", "cpu:0"}) {
     const absl::StatusOr<std::unique_ptr<Engine>> engine = LoadEngine(kModel, {.device = device});
     EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << device;
     EXPECT_THAT(engine.status().message(), HasSubstr("\"" + device + "\""));

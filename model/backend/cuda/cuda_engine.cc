@@ -1,0 +1,262 @@
+#include "model/backend/cuda/cuda_engine.h"
+
+#include <cuda_runtime.h>
+
+#include <charconv>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "memory/block_pool.h"
+#include "memory/kv_layout.h"
+#include "model/backend/cuda/cuda_status.h"
+#include "model/backend/cuda/cuda_transformer.h"
+#include "model/backend/cuda/device_buffer.h"
+#include "model/backend/cuda/device_page_storage.h"
+
+namespace gistmem::cuda {
+namespace {
+
+using model::LogitsMode;
+using model::SequenceStep;
+
+bool FitsInt32(int64_t value) {
+  return value >= std::numeric_limits<int32_t>::min() &&
+         value <= std::numeric_limits<int32_t>::max();
+}
+
+class CudaEngine final : public model::Engine {
+ public:
+  CudaEngine(std::unique_ptr<CudaTransformer> transformer,
+             std::unique_ptr<DevicePageStorage> storage, int device, cudaStream_t stream)
+      : transformer_(std::move(transformer)),
+        storage_(storage.get()),
+        pool_(std::move(storage)),
+        device_(device),
+        stream_(stream) {}
+  ~CudaEngine() override {
+    cudaSetDevice(device_);
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+
+  const model::ModelConfig& config() const override { return transformer_->config(); }
+  std::string device() const override { return absl::StrCat("cuda:", device_); }
+  memory::BlockPool& kv_pool() override { return pool_; }
+
+  absl::StatusOr<std::vector<std::vector<float>>> ForwardBatch(
+      std::span<const SequenceStep> steps) override {
+    std::lock_guard lock(mutex_);
+    GISTMEM_RETURN_IF_ERROR(storage_->error());
+    if (steps.empty()) return absl::InvalidArgumentError("forward: no sequences");
+    for (const SequenceStep& step : steps)
+      GISTMEM_RETURN_IF_ERROR(Check(step));
+    GISTMEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+
+    // Per step: the rows' int32 arrays (host; CudaTransformer uploads them) and the KV views.
+    struct Rows {
+      std::vector<int32_t> positions, clocks, pages, slots, logits_rows;
+    };
+    std::vector<Rows> rows(steps.size());
+    std::vector<memory::KvSegmentView> host_views;
+    std::vector<size_t> view_offsets{0};
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const SequenceStep& step = steps[s];
+      Rows& r = rows[s];
+      r.positions.assign(step.positions.begin(), step.positions.end());
+      r.clocks.assign(step.clocks.begin(), step.clocks.end());
+      for (const memory::SlotRef& slot : step.slots) {
+        r.pages.push_back(slot.page);
+        r.slots.push_back(slot.slot);
+      }
+      const auto n = static_cast<int32_t>(step.tokens.size());
+      switch (step.mode) {
+        case LogitsMode::kAll:
+          for (int32_t i = 0; i < n; ++i)
+            r.logits_rows.push_back(i);
+          break;
+        case LogitsMode::kLast:
+          r.logits_rows.push_back(n - 1);
+          break;
+        case LogitsMode::kRow:
+          r.logits_rows.push_back(static_cast<int32_t>(step.logits_row));
+          break;
+      }
+      step.kv->AppendViews(host_views);
+      view_offsets.push_back(host_views.size());
+    }
+
+    // Every segment's page table and per-slot arrays, uploaded to device scratch in one copy.
+    // Correct first: this re-sends whole tables each step. Mirroring them incrementally on the
+    // device (append the new slots, drop released pages) is the speed issue's.
+    const int32_t block_size = pool_.layout().block_size;
+    std::vector<int32_t> packed;
+    std::vector<size_t> offsets;  // per segment: page_ids, positions, from, until
+    for (const memory::KvSegmentView& view : host_views) {
+      const int32_t num_pages = (view.num_slots + block_size - 1) / block_size;
+      offsets.push_back(packed.size());
+      packed.insert(packed.end(), view.page_ids, view.page_ids + num_pages);
+      if (view.shared) continue;
+      for (const int32_t* array : {view.positions, view.visible_from, view.visible_until}) {
+        offsets.push_back(packed.size());
+        packed.insert(packed.end(), array, array + view.num_slots);
+      }
+    }
+    GISTMEM_RETURN_IF_ERROR(kv_arrays_.Reserve(packed.size() * sizeof(int32_t)));
+    GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(kv_arrays_.get(), packed.data(),
+                                                 packed.size() * sizeof(int32_t),
+                                                 cudaMemcpyHostToDevice, stream_));
+    GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    const int32_t* device_base = kv_arrays_.as<const int32_t>();
+    std::vector<memory::KvSegmentView> device_views = host_views;
+    size_t next = 0;
+    for (memory::KvSegmentView& view : device_views) {
+      view.page_ids = device_base + offsets[next++];
+      if (view.shared) {
+        view.positions = view.visible_from = view.visible_until = nullptr;
+        continue;
+      }
+      view.positions = device_base + offsets[next++];
+      view.visible_from = device_base + offsets[next++];
+      view.visible_until = device_base + offsets[next++];
+    }
+
+    std::vector<CudaSequenceStep> cuda_steps;
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const Rows& r = rows[s];
+      cuda_steps.push_back(
+          {.tokens = steps[s].tokens,
+           .positions = r.positions,
+           .clocks = r.clocks,
+           .kv_pages = r.pages,
+           .kv_slots = r.slots,
+           .kv = {.segments = device_views.data() + view_offsets[s],
+                  .num_segments = static_cast<int32_t>(view_offsets[s + 1] - view_offsets[s])},
+           .logits_rows = r.logits_rows});
+    }
+    absl::StatusOr<std::vector<float>> logits =
+        transformer_->Forward(cuda_steps, storage_->pages());
+    if (!logits.ok()) return logits.status();
+
+    const int64_t vocab = config().vocab_size;
+    std::vector<std::vector<float>> result;
+    auto from = logits->begin();
+    for (const Rows& r : rows) {
+      const auto count = static_cast<std::ptrdiff_t>(r.logits_rows.size() * vocab);
+      result.emplace_back(from, from + count);
+      from += count;
+    }
+    return result;
+  }
+
+ private:
+  // What CudaTransformer cannot see: the step against its SessionKv, and int32 ranges.
+  absl::Status Check(const SequenceStep& step) const {
+    if (step.kv == nullptr) return absl::InvalidArgumentError("forward: a sequence without a KV");
+    if (&step.kv->pool() != &pool_) {
+      return absl::InvalidArgumentError("forward: the KV was made from another engine's pool");
+    }
+    const size_t n = step.tokens.size();
+    if (n == 0) return absl::InvalidArgumentError("forward: no tokens");
+    if (step.positions.size() != n || step.slots.size() != n) {
+      return absl::InvalidArgumentError(absl::StrCat("forward: ", n, " tokens but ",
+                                                     step.positions.size(), " positions and ",
+                                                     step.slots.size(), " slots"));
+    }
+    if (!step.clocks.empty() && step.clocks.size() != n) {
+      return absl::InvalidArgumentError("forward: clocks must be given for every row or none");
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (step.tokens[i] < 0 || step.tokens[i] >= config().vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("forward: token id ", step.tokens[i], " at index ", i,
+                         " is outside the vocabulary [0, ", config().vocab_size, ")"));
+      }
+      const int64_t position = step.positions[i];
+      if (position < 0 || (i > 0 && position <= step.positions[i - 1]) ||
+          position >= step.kv->next_position() || !FitsInt32(position)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("forward: position ", position, " at index ", i,
+                         " does not follow the earlier rows or lies past the KV's appended slots"));
+      }
+      if (!step.clocks.empty() && !FitsInt32(step.clocks[i])) {
+        return absl::InvalidArgumentError("forward: a raw clock past the int32 range");
+      }
+    }
+    if (step.mode == LogitsMode::kRow &&
+        (step.logits_row < 0 || step.logits_row >= static_cast<int64_t>(n))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forward: logits_row ", step.logits_row, " is outside the chunk"));
+    }
+    if (config().sliding_window && !step.kv->attached().empty()) {
+      return absl::InvalidArgumentError(
+          "forward: attached documents need a model without a sliding window");
+    }
+    return absl::OkStatus();
+  }
+
+  std::unique_ptr<CudaTransformer> transformer_;
+  DevicePageStorage* storage_;  // owned by pool_
+  memory::BlockPool pool_;
+  int device_;
+  cudaStream_t stream_;
+  std::mutex mutex_;
+  DeviceBuffer kv_arrays_;  // int32: every segment's page table and per-slot arrays
+};
+
+absl::StatusOr<int> ParseDeviceIndex(std::string_view device) {
+  if (device == "cuda") return 0;
+  constexpr std::string_view kPrefix = "cuda:";
+  int index = -1;
+  if (device.substr(0, kPrefix.size()) == kPrefix) {
+    const std::string_view digits = device.substr(kPrefix.size());
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+    if (error == std::errc() && end == digits.data() + digits.size() && index >= 0) return index;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("device \"", std::string(device), "\": say cuda or cuda:N with N a GPU index"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<model::Engine>> LoadCudaEngine(
+    const std::filesystem::path& model_dir, const model::EngineOptions& options) {
+  absl::StatusOr<int> device = ParseDeviceIndex(options.device);
+  if (!device.ok()) return device.status();
+  if (options.block_size < 1 || options.kv_pool_bytes < 1) {
+    return absl::InvalidArgumentError("the KV pool needs a block size and a budget of at least 1");
+  }
+  int count = 0;
+  if (const cudaError_t error = cudaGetDeviceCount(&count); error != cudaSuccess || count == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--device ", options.device, ": no usable CUDA GPU on this machine (",
+        error == cudaSuccess ? "no devices" : cudaGetErrorString(error), "); use --device cpu"));
+  }
+  if (*device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device ", options.device, ": this machine has ", count, " CUDA GPU(s)"));
+  }
+  GISTMEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(*device));
+  absl::StatusOr<std::unique_ptr<CudaTransformer>> transformer;
+  try {
+    transformer = CudaTransformer::Load(model_dir);
+  } catch (const std::exception& error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load ", model_dir.string(), ": ", error.what()));
+  }
+  if (!transformer.ok()) return transformer.status();
+  absl::StatusOr<std::unique_ptr<DevicePageStorage>> storage = DevicePageStorage::Create(
+      (*transformer)->PageLayoutFor(options.block_size), options.kv_pool_bytes, *device);
+  if (!storage.ok()) return storage.status();
+  cudaStream_t stream = nullptr;
+  GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  return std::make_unique<CudaEngine>(*std::move(transformer), *std::move(storage), *device,
+                                      stream);
+}
+
+}  // namespace gistmem::cuda

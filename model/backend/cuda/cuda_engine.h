@@ -1,0 +1,30 @@
+// The CUDA engine: CudaTransformer (bf16 weights, paged bf16 KV) behind model/engine.h, with
+// its KV pool's pages in one device arena (DevicePageStorage, sized by kv_pool_bytes).
+//
+//   absl::StatusOr<std::unique_ptr<model::Engine>> engine =
+//       model::LoadEngine(dir, {.device = "cuda:0", .kv_pool_bytes = int64_t{8} << 30});
+//
+// Sequences keep their KV as host memory::SessionKv objects (page tables and per-slot arrays on
+// the host); each ForwardBatch uploads every segment's page table and per-slot arrays to device
+// scratch, then runs one CudaTransformer step over all sequences.
+//
+// Errors: INVALID_ARGUMENT for malformed steps (nothing written), RESOURCE_EXHAUSTED when device
+// memory runs out, INTERNAL for a CUDA failure (the rows' slots then hold garbage). Loading:
+// FAILED_PRECONDITION when no usable GPU is present (so `--device cuda` on a machine without one
+// is a start-up error), INVALID_ARGUMENT for a device index that does not exist, and
+// CudaTransformer::Load's errors. Thread-safety: ForwardBatch calls take turns.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "model/engine.h"
+
+namespace gistmem::cuda {
+
+// options.device is "cuda" (device 0) or "cuda:N".
+absl::StatusOr<std::unique_ptr<model::Engine>> LoadCudaEngine(
+    const std::filesystem::path& model_dir, const model::EngineOptions& options);
+
+}  // namespace gistmem::cuda

@@ -1,0 +1,205 @@
+#include "model/backend/cuda/paged_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "model/backend/cuda/cuda_status.h"
+#include "model/backend/cuda/paged_attention_plan.h"
+
+namespace gistmem::cuda {
+namespace {
+
+using attention::CombineEntry;
+using attention::SequenceDesc;
+using attention::WorkItem;
+
+constexpr int32_t kMinChunk = 256;  // slots: below this a split costs more than it gains
+
+size_t AlignUp(size_t n) {
+  return (n + 15) / 16 * 16;
+}
+
+template <typename T>
+size_t Append(std::vector<char>& bytes, const std::vector<T>& values) {
+  const size_t offset = AlignUp(bytes.size());
+  bytes.resize(offset + values.size() * sizeof(T));
+  if (!values.empty()) std::memcpy(bytes.data() + offset, values.data(), values.size() * sizeof(T));
+  return offset;
+}
+
+absl::Status CheckSegment(const memory::KvSegmentView& seg, int32_t s, int32_t i) {
+  const std::string where =
+      "attention: sequence " + std::to_string(s) + " segment " + std::to_string(i);
+  if (seg.num_slots < 0) return absl::InvalidArgumentError(where + " has negative num_slots");
+  if (seg.num_slots == 0) return absl::OkStatus();
+  if (seg.page_ids == nullptr) return absl::InvalidArgumentError(where + " has no page table");
+  if (!seg.shared &&
+      (seg.positions == nullptr || seg.visible_from == nullptr || seg.visible_until == nullptr)) {
+    return absl::InvalidArgumentError(where + " lacks per-slot positions or visibility");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PagedAttention>> PagedAttention::Create(AttentionOptions options) {
+  int device = 0, multiprocessors = 0;
+  GISTMEM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  GISTMEM_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  return std::unique_ptr<PagedAttention>(new PagedAttention(options, multiprocessors));
+}
+
+absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequences,
+                                  std::span<const int32_t> row_offsets, const AttentionShape& shape,
+                                  cudaStream_t stream) {
+  if (shape.num_heads <= 0 || shape.num_kv_heads <= 0 || shape.num_heads % shape.num_kv_heads) {
+    return absl::InvalidArgumentError("attention: num_kv_heads must divide num_heads");
+  }
+  if (shape.head_dim <= 0 || shape.head_dim % 8 || shape.head_dim > 128) {
+    return absl::UnimplementedError(
+        "attention: head_dim must be a multiple of 8, at most 128, not " +
+        std::to_string(shape.head_dim));
+  }
+  if (row_offsets.size() != sequences.size() + 1 || row_offsets[0] != 0) {
+    return absl::InvalidArgumentError(
+        "attention: row_offsets needs num_sequences + 1 entries "
+        "starting at 0");
+  }
+  shape_ = shape;
+  const int32_t group = shape.num_heads / shape.num_kv_heads;
+
+  std::vector<memory::KvSegmentView> segments;
+  std::vector<SequenceDesc> descs;
+  std::vector<int64_t> lengths;
+  int64_t base_ctas = 0, total_work = 0;
+  for (size_t s = 0; s < sequences.size(); ++s) {
+    const memory::SequenceKvView& view = sequences[s];
+    const int32_t rows = row_offsets[s + 1] - row_offsets[s];
+    if (rows < 0) return absl::InvalidArgumentError("attention: row_offsets decrease");
+    if (view.num_segments > 0 && view.segments == nullptr) {
+      return absl::InvalidArgumentError("attention: sequence " + std::to_string(s) +
+                                        " has num_segments but no segments");
+    }
+    int64_t length = 0;
+    descs.push_back(
+        {static_cast<int32_t>(segments.size()), view.num_segments, row_offsets[s], rows});
+    for (int32_t i = 0; i < view.num_segments; ++i) {
+      GISTMEM_RETURN_IF_ERROR(CheckSegment(view.segments[i], static_cast<int32_t>(s), i));
+      segments.push_back(view.segments[i]);
+      length += view.segments[i].num_slots;
+    }
+    if (length > INT32_MAX) return absl::InvalidArgumentError("attention: sequence too long");
+    lengths.push_back(length);
+    const bool decode = rows <= options_.decode_max_rows;
+    const int32_t per_cta = decode ? attention::kDecodeQueries : attention::kPrefillQueries;
+    const int64_t ctas = (int64_t{rows} * group + per_cta - 1) / per_cta * shape.num_kv_heads;
+    base_ctas += ctas;
+    total_work += ctas * length;
+  }
+  num_rows_ = row_offsets.back();
+
+  // Split the KV length when the batch alone would leave multiprocessors idle: aim at
+  // ctas_per_multiprocessor CTAs on each (enough loads in flight to keep HBM busy), each over
+  // at least kMinChunk slots.
+  int64_t chunk = options_.kv_chunk;
+  if (chunk <= 0) {
+    const int64_t target = int64_t{options_.ctas_per_multiprocessor} * multiprocessors_;
+    chunk = base_ctas >= target ? INT32_MAX
+                                : std::max<int64_t>(kMinChunk, (total_work + target - 1) / target);
+    chunk = (chunk + attention::kTileSlots - 1) / attention::kTileSlots * attention::kTileSlots;
+  }
+
+  std::vector<WorkItem> prefill, decode;
+  std::vector<CombineEntry> combine;
+  int32_t partials = 0;
+  for (size_t s = 0; s < sequences.size(); ++s) {
+    const SequenceDesc& d = descs[s];
+    if (d.num_rows == 0) continue;
+    const bool is_decode = d.num_rows <= options_.decode_max_rows;
+    const int32_t per_cta = is_decode ? attention::kDecodeQueries : attention::kPrefillQueries;
+    const int32_t qvecs = d.num_rows * group;
+    const int32_t splits =
+        static_cast<int32_t>(std::max<int64_t>(1, (lengths[s] + chunk - 1) / chunk));
+    for (int32_t h = 0; h < shape.num_kv_heads; ++h) {
+      for (int32_t q0 = 0; q0 < qvecs; q0 += per_cta) {
+        const int32_t partial_base = splits > 1 ? partials : -1;
+        if (splits > 1) {
+          const int32_t used = std::min(per_cta, qvecs - q0);
+          for (int32_t v = 0; v < used; ++v) {
+            combine.push_back({d.first_row + (q0 + v) / group, h * group + (q0 + v) % group,
+                               partials + v * splits, splits});
+          }
+          partials += per_cta * splits;
+        }
+        for (int32_t split = 0; split < splits; ++split) {
+          const int64_t begin = std::min<int64_t>(lengths[s], split * chunk);
+          const int64_t end = std::min<int64_t>(lengths[s], begin + chunk);
+          (is_decode ? decode : prefill)
+              .push_back({static_cast<int32_t>(s), h, q0, split, splits,
+                          static_cast<int32_t>(begin), static_cast<int32_t>(end), partial_base});
+        }
+      }
+    }
+  }
+  num_prefill_items_ = static_cast<int64_t>(prefill.size());
+  num_decode_items_ = static_cast<int64_t>(decode.size());
+  num_combine_ = static_cast<int64_t>(combine.size());
+
+  host_plan_.clear();
+  Append(host_plan_, segments);
+  seqs_offset_ = Append(host_plan_, descs);
+  std::vector<WorkItem> items = std::move(prefill);
+  items.insert(items.end(), decode.begin(), decode.end());
+  items_offset_ = Append(host_plan_, items);
+  combine_offset_ = Append(host_plan_, combine);
+  GISTMEM_RETURN_IF_ERROR(plan_.Reserve(host_plan_.size()));
+  if (!host_plan_.empty()) {
+    GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(plan_.get(), host_plan_.data(), host_plan_.size(),
+                                                 cudaMemcpyHostToDevice, stream));
+  }
+  GISTMEM_RETURN_IF_ERROR(
+      partial_o_.Reserve(sizeof(float) * std::max<int64_t>(1, partials) * shape.head_dim));
+  GISTMEM_RETURN_IF_ERROR(partial_ml_.Reserve(sizeof(float) * 2 * std::max<int64_t>(1, partials)));
+  return absl::OkStatus();
+}
+
+absl::Status PagedAttention::Run(const AttentionInputs& in, cudaStream_t stream) {
+  if (in.layout.element_bytes != 2 || in.layout.kv_dim != shape_.num_kv_heads * shape_.head_dim ||
+      in.layer < 0 || in.layer >= in.layout.num_layers) {
+    return absl::InvalidArgumentError("attention: the pool layout does not fit the plan's shape");
+  }
+  if (num_prefill_items_ + num_decode_items_ == 0) return absl::OkStatus();
+  attention::KernelParams p{};
+  p.pool = in.pool;
+  p.layout = in.layout;
+  p.layer = in.layer;
+  p.num_heads = shape_.num_heads;
+  p.num_kv_heads = shape_.num_kv_heads;
+  p.head_dim = shape_.head_dim;
+  p.sliding_window = shape_.sliding_window;
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape_.head_dim)));
+  p.q = in.q;
+  p.q_stride = in.q_stride;
+  p.positions = in.positions;
+  p.clocks = in.clocks;
+  p.inv_freq = in.inv_freq;
+  p.out = in.out;
+  p.partial_o = partial_o_.as<float>();
+  p.partial_ml = partial_ml_.as<float>();
+  const char* base = static_cast<const char*>(plan_.get());
+  p.segments = reinterpret_cast<const memory::KvSegmentView*>(base);
+  p.sequences = reinterpret_cast<const SequenceDesc*>(base + seqs_offset_);
+  const auto* items = reinterpret_cast<const WorkItem*>(base + items_offset_);
+  GISTMEM_CUDA_RETURN_IF_ERROR(
+      attention::LaunchAttention(p, items, num_prefill_items_, /*decode=*/false, stream));
+  GISTMEM_CUDA_RETURN_IF_ERROR(attention::LaunchAttention(
+      p, items + num_prefill_items_, num_decode_items_, /*decode=*/true, stream));
+  GISTMEM_CUDA_RETURN_IF_ERROR(attention::LaunchCombine(
+      p, reinterpret_cast<const CombineEntry*>(base + combine_offset_), num_combine_, stream));
+  return absl::OkStatus();
+}
+
+}  // namespace gistmem::cuda

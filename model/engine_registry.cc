@@ -1,0 +1,66 @@
+// The engine registry: every engine this binary has, by name. It lives in gistmem_engines
+// (not gistmem_model) because the CUDA backend links gistmem_model: the registry sits above
+// both, so neither library needs the other's symbols.
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/backend/cpu/cpu_engine.h"
+#include "model/engine.h"
+#ifdef GISTMEM_HAVE_CUDA
+#include "model/backend/cuda/cuda_engine.h"
+#endif
+
+namespace gistmem::model {
+namespace {
+
+struct EngineEntry {
+  const char* name;
+  absl::StatusOr<std::unique_ptr<Engine>> (*load)(const std::filesystem::path&,
+                                                  const EngineOptions&);
+};
+
+#ifndef GISTMEM_HAVE_CUDA
+absl::StatusOr<std::unique_ptr<Engine>> CudaNotBuilt(const std::filesystem::path&,
+                                                     const EngineOptions&) {
+  return absl::UnimplementedError(
+      "--device cuda: this binary was built without the CUDA backend (no CUDA toolkit at "
+      "build time, or GISTMEM_CUDA=OFF); use --device cpu or rebuild with nvcc");
+}
+#endif
+
+// "cuda" and "cuda:N" both name the CUDA engine (N: the device index, 0 when left out).
+constexpr EngineEntry kEngines[] = {
+    {"cpu", LoadCpuEngine},
+#ifdef GISTMEM_HAVE_CUDA
+    {"cuda", cuda::LoadCudaEngine},
+#else
+    {"cuda", CudaNotBuilt},
+#endif
+};
+
+}  // namespace
+
+std::vector<std::string> EngineNames() {
+  std::vector<std::string> names;
+  for (const EngineEntry& entry : kEngines)
+    names.emplace_back(entry.name);
+  return names;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
+                                                   const EngineOptions& options) {
+  const std::string_view device = options.device;
+  const std::string_view name = device.substr(0, device.find(':'));
+  for (const EngineEntry& entry : kEngines) {
+    if (name != entry.name) continue;
+    if (name != device && name != "cuda") break;  // only cuda takes an index
+    return entry.load(model_dir, options);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device \"", options.device,
+                   "\"; this build has: ", absl::StrJoin(EngineNames(), ", ")));
+}
+
+}  // namespace gistmem::model

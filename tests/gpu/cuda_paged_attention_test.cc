@@ -1,0 +1,399 @@
+// Paged attention against a float64 CPU reference over the same memory/kv_layout.h views.
+//
+// Layouts are random: pages handed out from a shuffled free list (scattered, never in order),
+// segments of every kind (pinned with positions in order, a window ring whose slots' visibility
+// has ended or not begun, pooled entries placed late with early positions, shared documents
+// with rope offsets), grouped-query heads, batches of 1..64 sequences from 1 to ~3000 slots,
+// prefill (many rows) and decode (one or two rows) paths, with and without KV splits.
+//
+// Tolerance: both sides read the same bf16 K/V bits and the same fp32 queries; the GPU sums in
+// fp32 (scores over head_dim, softmax over up to ~3000 slots, splits combined), the reference in
+// float64. fp32 rounding over such sums stays below 1e-5 relative; we allow 2e-4 absolute on
+// outputs of magnitude <= 1 (V entries are in [-1, 1]), which also covers sincosf's rotation of
+// shared-segment queries.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "memory/kv_layout.h"
+#include "model/backend/cuda/bf16.h"
+#include "model/backend/cuda/device_kv_view.h"
+#include "model/backend/cuda/paged_attention.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace gistmem::cuda {
+namespace {
+
+using testing::Allocate;
+using testing::Download;
+using testing::Upload;
+
+struct Config {
+  int32_t num_heads = 8, num_kv_heads = 2, head_dim = 128;
+  int32_t sliding_window = 0;
+  int32_t block_size = 16;
+  int32_t num_layers = 2, layer = 1;
+  int32_t num_sequences = 16;
+  int32_t max_slots = 3000;
+  int32_t min_slots = 1;
+  int32_t max_prefill_rows = 40;
+  float decode_fraction = 0.5f;
+  float query_scale = 1.f;  // larger: sharper softmax
+  bool with_shared = true;
+  AttentionOptions options;
+};
+
+struct Sequence {
+  std::vector<HostKvSegment> segments;
+  std::vector<int32_t> positions, clocks;  // query rows
+};
+
+class Fixture {
+ public:
+  explicit Fixture(const Config& c, unsigned seed) : c_(c), rng_(seed) {
+    layout_ = {.block_size = c.block_size,
+               .num_layers = c.num_layers,
+               .kv_dim = c.num_kv_heads * c.head_dim,
+               .element_bytes = 2};
+  }
+
+  // A page from the shuffled free list.
+  int32_t TakePage() { return free_pages_.at(next_page_++); }
+
+  HostKvSegment MakeSegment(int32_t slots, bool shared) {
+    HostKvSegment seg;
+    seg.num_slots = slots;
+    seg.shared = shared;
+    for (int32_t i = 0; i < (slots + c_.block_size - 1) / c_.block_size; ++i)
+      seg.page_ids.push_back(TakePage());
+    return seg;
+  }
+
+  void Build() {
+    std::uniform_real_distribution<double> unit(0, 1);
+    // Lengths spread log-uniformly from 1 to max_slots: many short sequences, a few long.
+    std::vector<int32_t> lengths;
+    int64_t total_pages = 0;
+    for (int32_t s = 0; s < c_.num_sequences; ++s) {
+      const double lo = std::log(double(c_.min_slots)), hi = std::log(double(c_.max_slots));
+      const int32_t len =
+          std::max<int32_t>(1, static_cast<int32_t>(std::exp(lo + unit(rng_) * (hi - lo))));
+      lengths.push_back(len);
+      total_pages += len / c_.block_size + 220 / c_.block_size + 4;
+    }
+    total_pages += 16;
+    free_pages_.resize(total_pages);
+    std::iota(free_pages_.begin(), free_pages_.end(), 0);
+    std::shuffle(free_pages_.begin(), free_pages_.end(), rng_);
+    num_pages_ = total_pages;
+
+    for (int32_t s = 0; s < c_.num_sequences; ++s) {
+      Sequence seq;
+      const int32_t len = lengths[s];
+      const bool decode = unit(rng_) < c_.decode_fraction;
+      const int32_t rows =
+          decode
+              ? 1 + (unit(rng_) < 0.2)
+              : std::min<int32_t>(len, 1 + static_cast<int32_t>(unit(rng_) * c_.max_prefill_rows));
+      // The stream: positions 0..len-1 across pinned and window slots; the last `rows`
+      // positions are the query rows (their slots are the step's new rows).
+      const int32_t pinned = std::max<int32_t>(1, len / 3);
+      const int32_t window = len - pinned;
+      HostKvSegment pin = MakeSegment(pinned, false);
+      HostKvSegment ring = MakeSegment(window, false);
+      const int32_t first_query = len - rows;
+      for (int32_t p = 0; p < len; ++p) {
+        HostKvSegment& seg = p < pinned ? pin : ring;
+        seg.positions.push_back(p);
+        // The clock of position p is p here; a slot is visible from its own clock, and
+        // some slots' visibility ends (a raw token leaving the window) before the queries.
+        const bool ends = unit(rng_) < 0.3 && p < first_query;
+        const int32_t until =
+            ends ? p + static_cast<int32_t>(unit(rng_) * (len - p)) : memory::kVisibleForever;
+        seg.visible_from.push_back(p);
+        seg.visible_until.push_back(until);
+      }
+      // Pooled entries: placed after everything, with early positions, visible only from a
+      // later clock (once their span left the window).
+      if (len > 8 && unit(rng_) < 0.7) {
+        const int32_t pooled = 1 + static_cast<int32_t>(unit(rng_) * 5);
+        HostKvSegment pool = MakeSegment(pooled, false);
+        for (int32_t i = 0; i < pooled; ++i) {
+          pool.positions.push_back(static_cast<int32_t>(unit(rng_) * first_query));
+          pool.visible_from.push_back(static_cast<int32_t>(unit(rng_) * len));
+          pool.visible_until.push_back(memory::kVisibleForever);
+        }
+        seq.segments.push_back(std::move(pin));
+        seq.segments.push_back(std::move(ring));
+        seq.segments.push_back(std::move(pool));
+      } else {
+        seq.segments.push_back(std::move(pin));
+        seq.segments.push_back(std::move(ring));
+      }
+      if (c_.with_shared && unit(rng_) < 0.4) {
+        HostKvSegment doc = MakeSegment(1 + static_cast<int32_t>(unit(rng_) * 200), true);
+        doc.rope_offset = static_cast<int32_t>(unit(rng_) * 5000);
+        seq.segments.push_back(std::move(doc));
+      }
+      // An empty segment (a ring not yet filled) must be harmless.
+      if (unit(rng_) < 0.2) seq.segments.push_back(HostKvSegment{});
+      std::shuffle(seq.segments.begin(), seq.segments.end(), rng_);  // order is the caller's
+      for (int32_t r = 0; r < rows; ++r) {
+        seq.positions.push_back(first_query + r);
+        seq.clocks.push_back(first_query + r);
+      }
+      sequences_.push_back(std::move(seq));
+    }
+    // The pool: random bf16 K/V in [-1, 1] everywhere (unused slots hold values too).
+    std::uniform_real_distribution<float> kv(-1.f, 1.f);
+    pool_.resize(static_cast<size_t>(num_pages_) * layout_.page_elements());
+    for (uint16_t& v : pool_)
+      v = FloatToBf16(kv(rng_));
+    std::normal_distribution<float> normal(0.f, c_.query_scale);
+    for (const Sequence& seq : sequences_) {
+      row_offsets_.push_back(static_cast<int32_t>(positions_.size()));
+      positions_.insert(positions_.end(), seq.positions.begin(), seq.positions.end());
+      clocks_.insert(clocks_.end(), seq.clocks.begin(), seq.clocks.end());
+    }
+    row_offsets_.push_back(static_cast<int32_t>(positions_.size()));
+    q_stride_ = c_.num_heads * c_.head_dim + 8;  // a strided q, as the fused q|k|v gives
+    q_.resize(positions_.size() * q_stride_);
+    for (float& v : q_)
+      v = normal(rng_);
+    for (int32_t i = 0; i < c_.head_dim / 2; ++i)
+      inv_freq_.push_back(static_cast<float>(std::pow(10000.0, -2.0 * i / c_.head_dim)));
+  }
+
+  float Kv(int32_t page, int32_t kv, int32_t slot, int32_t index) const {
+    return Bf16ToFloat(
+        pool_[page * layout_.page_elements() + layout_.RowOffset(c_.layer, kv, slot) + index]);
+  }
+
+  // float64 attention of one (row, head) over the sequence's segments.
+  std::vector<double> Reference(int32_t s, int32_t row_in_seq, int32_t head) const {
+    const Sequence& seq = sequences_[s];
+    const int32_t row = row_offsets_[s] + row_in_seq;
+    const int32_t p = seq.positions[row_in_seq], clock = seq.clocks[row_in_seq];
+    const int32_t hd = c_.head_dim, half = hd / 2;
+    const int32_t kv_head = head / (c_.num_heads / c_.num_kv_heads);
+    const double scale = 1.0 / std::sqrt(double(hd));
+    const float* q = &q_[row * q_stride_ + head * hd];
+    std::vector<double> scores;
+    std::vector<std::vector<double>> values;
+    for (const HostKvSegment& seg : seq.segments) {
+      std::vector<double> qr(q, q + hd);
+      if (seg.shared) {
+        for (int32_t i = 0; i < half; ++i) {
+          const float angle = static_cast<float>(-seg.rope_offset) * inv_freq_[i];
+          const double cs = std::cos(double(angle)), sn = std::sin(double(angle));
+          qr[i] = q[i] * cs - q[i + half] * sn;
+          qr[i + half] = q[i + half] * cs + q[i] * sn;
+        }
+      }
+      for (int32_t i = 0; i < seg.num_slots; ++i) {
+        if (!seg.shared) {
+          const int32_t kp = seg.positions[i];
+          if (kp > p) continue;
+          if (c_.sliding_window > 0 && p - kp >= c_.sliding_window) continue;
+          if (seg.visible_from[i] > clock || clock > seg.visible_until[i]) continue;
+        }
+        const int32_t page = seg.page_ids[i / c_.block_size], slot = i % c_.block_size;
+        double dot = 0;
+        std::vector<double> v(hd);
+        for (int32_t d = 0; d < hd; ++d) {
+          dot += qr[d] * Kv(page, 0, slot, kv_head * hd + d);
+          v[d] = Kv(page, 1, slot, kv_head * hd + d);
+        }
+        scores.push_back(dot * scale);
+        values.push_back(std::move(v));
+      }
+    }
+    std::vector<double> out(hd, 0.0);
+    if (scores.empty()) return out;
+    const double max = *std::max_element(scores.begin(), scores.end());
+    double sum = 0;
+    for (double& sc : scores) {
+      sc = std::exp(sc - max);
+      sum += sc;
+    }
+    for (size_t j = 0; j < scores.size(); ++j)
+      for (int32_t d = 0; d < hd; ++d)
+        out[d] += scores[j] / sum * values[j][d];
+    return out;
+  }
+
+  void RunAndCompare() {
+    std::vector<std::vector<HostKvSegment>> host;
+    for (const Sequence& seq : sequences_)
+      host.push_back(seq.segments);
+    absl::StatusOr<DeviceKvViews> views = DeviceKvViews::Upload(host, c_.block_size);
+    ASSERT_OK(views.status());
+    absl::StatusOr<std::unique_ptr<PagedAttention>> attention = PagedAttention::Create(c_.options);
+    ASSERT_OK(attention.status());
+    const AttentionShape shape{.num_heads = c_.num_heads,
+                               .num_kv_heads = c_.num_kv_heads,
+                               .head_dim = c_.head_dim,
+                               .sliding_window = c_.sliding_window};
+    ASSERT_OK((*attention)->Plan(views->views(), row_offsets_, shape, nullptr));
+    DeviceBuffer d_pool = Upload(pool_), d_q = Upload(q_), d_pos = Upload(positions_),
+                 d_clock = Upload(clocks_), d_freq = Upload(inv_freq_);
+    const size_t out_count = positions_.size() * c_.num_heads * c_.head_dim;
+    DeviceBuffer d_out = Upload(std::vector<float>(out_count, std::nanf("")));
+    AttentionInputs in;
+    in.pool = d_pool.get();
+    in.layout = layout_;
+    in.layer = c_.layer;
+    in.q = d_q.as<float>();
+    in.q_stride = q_stride_;
+    in.positions = d_pos.as<int32_t>();
+    in.clocks = d_clock.as<int32_t>();
+    in.inv_freq = d_freq.as<float>();
+    in.out = d_out.as<float>();
+    ASSERT_OK((*attention)->Run(in, nullptr));
+    const std::vector<float> got = Download<float>(d_out, out_count);
+    std::printf(
+        "%zu sequences, %zu rows: %lld prefill CTAs, %lld decode CTAs, %lld outputs "
+        "combined from splits\n",
+        sequences_.size(), positions_.size(), (long long)(*attention)->prefill_ctas(),
+        (long long)(*attention)->decode_ctas(), (long long)(*attention)->combined_outputs());
+    double worst = 0;
+    for (size_t s = 0; s < sequences_.size(); ++s) {
+      for (size_t r = 0; r < sequences_[s].positions.size(); ++r) {
+        for (int32_t h = 0; h < c_.num_heads; ++h) {
+          const std::vector<double> want =
+              Reference(static_cast<int32_t>(s), static_cast<int32_t>(r), h);
+          const size_t row = row_offsets_[s] + r;
+          for (int32_t d = 0; d < c_.head_dim; ++d) {
+            const double diff =
+                std::fabs(got[(row * c_.num_heads + h) * c_.head_dim + d] - want[d]);
+            worst = std::max(worst, std::isnan(diff) ? 1e9 : diff);
+            ASSERT_LE(diff, 2e-4) << "sequence " << s << " row " << r << " head " << h << " dim "
+                                  << d << ": got "
+                                  << got[(row * c_.num_heads + h) * c_.head_dim + d] << " want "
+                                  << want[d];
+          }
+        }
+      }
+    }
+    std::printf("max |gpu - float64| = %.3g\n", worst);
+  }
+
+ private:
+  Config c_;
+  std::mt19937 rng_;
+  memory::PageLayout layout_;
+  std::vector<int32_t> free_pages_;
+  size_t next_page_ = 0;
+  int64_t num_pages_ = 0;
+  std::vector<Sequence> sequences_;
+  std::vector<uint16_t> pool_;
+  std::vector<int32_t> row_offsets_, positions_, clocks_;
+  std::vector<float> q_, inv_freq_;
+  int64_t q_stride_ = 0;
+};
+
+void RunCase(const Config& config, unsigned seed) {
+  Fixture fixture(config, seed);
+  fixture.Build();
+  fixture.RunAndCompare();
+}
+
+TEST(CudaPagedAttention, MixedBatchOfSixteenGqa) {
+  RunCase(Config{}, 1);
+}
+
+TEST(CudaPagedAttention, SixtyFourSequencesHeadDim64) {
+  Config c;
+  c.num_sequences = 64;
+  c.num_heads = 4;
+  c.num_kv_heads = 4;
+  c.head_dim = 64;
+  c.max_slots = 2000;
+  RunCase(c, 2);
+}
+
+TEST(CudaPagedAttention, SingleLongDecodeSplitsAcrossTheGpu) {
+  Config c;
+  c.num_sequences = 1;
+  c.decode_fraction = 1.f;
+  c.min_slots = 1500;
+  c.max_slots = 3000;
+  c.query_scale = 4.f;  // sharp softmax: the combine must weigh splits right
+  for (unsigned seed = 10; seed < 14; ++seed)
+    RunCase(c, seed);
+}
+
+TEST(CudaPagedAttention, ForcedSmallSplitsOnPrefillAndDecode) {
+  Config c;
+  c.num_sequences = 24;
+  c.options.kv_chunk = 64;
+  c.query_scale = 3.f;
+  RunCase(c, 3);
+}
+
+TEST(CudaPagedAttention, SlidingWindowAndTinyHeads) {
+  Config c;
+  c.num_heads = 4;
+  c.num_kv_heads = 1;
+  c.head_dim = 16;
+  c.sliding_window = 37;
+  c.with_shared = false;  // a sliding-window model attaches no documents (CPU reference rule)
+  c.block_size = 4;
+  c.num_sequences = 20;
+  c.max_slots = 500;
+  RunCase(c, 4);
+}
+
+TEST(CudaPagedAttention, RowThatSeesNothingGetsZeros) {
+  // One sequence whose only slot becomes visible after the query's clock.
+  std::vector<std::vector<HostKvSegment>> host(1);
+  HostKvSegment seg;
+  seg.num_slots = 1;
+  seg.page_ids = {0};
+  seg.positions = {0};
+  seg.visible_from = {5};
+  seg.visible_until = {memory::kVisibleForever};
+  host[0].push_back(seg);
+  absl::StatusOr<DeviceKvViews> views = DeviceKvViews::Upload(host, 16);
+  ASSERT_OK(views.status());
+  const memory::PageLayout layout{
+      .block_size = 16, .num_layers = 1, .kv_dim = 64, .element_bytes = 2};
+  absl::StatusOr<std::unique_ptr<PagedAttention>> attention = PagedAttention::Create();
+  ASSERT_OK(attention.status());
+  const std::vector<int32_t> offsets = {0, 1};
+  ASSERT_OK((*attention)->Plan(views->views(), offsets, {2, 1, 64, 0}, nullptr));
+  DeviceBuffer pool = Upload(std::vector<uint16_t>(layout.page_elements(), FloatToBf16(1.f)));
+  DeviceBuffer q = Upload(std::vector<float>(128, 1.f)), pos = Upload(std::vector<int32_t>{3}),
+               clock = Upload(std::vector<int32_t>{3}), freq = Upload(std::vector<float>(32, 1.f)),
+               out = Upload(std::vector<float>(128, std::nanf("")));
+  AttentionInputs in{pool.get(),
+                     layout,
+                     0,
+                     q.as<float>(),
+                     128,
+                     pos.as<int32_t>(),
+                     clock.as<int32_t>(),
+                     freq.as<float>(),
+                     out.as<float>()};
+  ASSERT_OK((*attention)->Run(in, nullptr));
+  EXPECT_EQ(Download<float>(out, 128), std::vector<float>(128, 0.f));
+}
+
+TEST(CudaPagedAttention, RejectsBadShapes) {
+  absl::StatusOr<std::unique_ptr<PagedAttention>> attention = PagedAttention::Create();
+  ASSERT_OK(attention.status());
+  const std::vector<int32_t> offsets = {0};
+  EXPECT_EQ((*attention)->Plan({}, offsets, {8, 3, 64, 0}, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*attention)->Plan({}, offsets, {8, 2, 256, 0}, nullptr).code(),
+            absl::StatusCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace gistmem::cuda
