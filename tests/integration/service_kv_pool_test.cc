@@ -42,11 +42,12 @@ TEST_F(KvPoolTest, NoRoomFailsThatRequestAloneAndLeavesNothingBehind) {
   EXPECT_EQ(full.error_code(), StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
   EXPECT_NE(full.error_message().find("KV pool is full"), std::string::npos)
       << full.error_message();
-  // Nothing of the failed request stays: not in the session, not in the pool.
+  // Nothing of the failed request stays: not in the session, not in the pool (a failed turn's
+  // session may also leave memory: it comes back from the store).
   const v1::Session after = GetSession(stub, big);
   EXPECT_EQ(after.stream_tokens(), before.stream_tokens());
   EXPECT_EQ(after.turns(), before.turns());
-  EXPECT_EQ(PagesInUse(), pages_before);
+  EXPECT_LE(PagesInUse(), pages_before);
 
   // Other sessions, and the same one, go on.
   EXPECT_TRUE(Append(stub, small, "Hello there.").ok());

@@ -17,9 +17,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// 8 * 2 * 16 * 256 floats = 256 KiB a page: 4 pages to a host chunk (about 1 MiB).
+// 32 * 2 * 16 * 256 floats = 1 MiB a page: 4 pages to a host chunk (about 4 MiB).
 constexpr PageLayout kBigPages{
-    .block_size = 16, .num_layers = 8, .kv_dim = 256, .element_bytes = 4};
+    .block_size = 16, .num_layers = 32, .kv_dim = 256, .element_bytes = 4};
 // Small pages for the row operations: 2 layers, 4 slots, 3 values a row.
 constexpr PageLayout kSmallPages{.block_size = 4, .num_layers = 2, .kv_dim = 3, .element_bytes = 4};
 

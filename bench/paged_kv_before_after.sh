@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Before/after of issue 11 (bench/RESULTS.md): a gistmem-bench built before the paged KV
+# (BEFORE, e.g. from commit 41d846d) and the current build, same flags, lengths interleaved so
+# both see the same machine.
+#   bench/paged_kv_before_after.sh BEFORE_BINARY [AFTER_BINARY]
+set -euo pipefail
+before=${1:?usage: $0 BEFORE_BINARY [AFTER_BINARY]}
+after=${2:-build/bench/gistmem-bench}
+for n in 1024 2048 4096 8192 16384 32768; do
+  echo "### before $n"; "$before" --timed_turns 2 --threads 2 --lengths "$n"
+  echo "### after $n"; "$after" --timed_turns 2 --threads 2 --lengths "$n"
+done
