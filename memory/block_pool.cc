@@ -14,9 +14,9 @@ namespace {
 
 constexpr size_t kHugePage = size_t{2} << 20;
 
-// Host pages: fp32, one allocation per chunk of about 4 MiB (at least one page). Chunks of
-// 2 MiB or more sit on transparent huge pages: attention walks every page of a long session
-// for every query row, and with 4 KiB pages the TLB, not the arithmetic, sets its pace.
+// Host pages: fp32, one allocation per chunk of about 4 MiB (at least one page), laid out
+// layer-major (see Row) and, from 2 MiB up, on transparent huge pages: attention walks one
+// layer of every page of a long session for every query row.
 class HostPageStorage final : public PageStorage {
  public:
   HostPageStorage(PageLayout layout, int64_t budget_bytes) : layout_(layout) {
@@ -34,7 +34,7 @@ class HostPageStorage final : public PageStorage {
   int32_t pages_per_chunk() const override { return pages_per_chunk_; }
 
   absl::Status MapChunk(int32_t chunk) override {
-    size_t bytes = static_cast<size_t>(pages_per_chunk_) * PageStride() * sizeof(float);
+    size_t bytes = static_cast<size_t>(pages_per_chunk_ * layout_.page_bytes());
     const size_t alignment = bytes >= kHugePage ? kHugePage : 64;
     bytes = (bytes + alignment - 1) / alignment * alignment;
     void* memory = std::aligned_alloc(alignment, bytes);
@@ -48,7 +48,9 @@ class HostPageStorage final : public PageStorage {
     return absl::OkStatus();
   }
   void UnmapChunk(int32_t chunk) override { chunks_[chunk].reset(); }
-  void* PageBase(int32_t page) const override { return Page(page); }
+  void* RowsBase(int32_t page, int32_t layer, int32_t kv) const override {
+    return Row({.page = page, .slot = 0}, layer, kv);
+  }
 
   void ExportRows(std::span<const SlotRef> slots, float* out) const override {
     ForEachRow(slots, [&](float* row, size_t index) {
@@ -87,15 +89,14 @@ class HostPageStorage final : public PageStorage {
 
  private:
   size_t RowBytes() const { return static_cast<size_t>(layout_.kv_dim) * sizeof(float); }
-  // Pages sit one cache line further apart than their size: page sizes are multiples of
-  // large powers of two, and a layer's rows at the same offset of every page would otherwise
-  // crowd a few cache sets (measured: 2x slower attention over a 16K-entry session).
-  int64_t PageStride() const { return layout_.page_elements() + 64 / sizeof(float); }
-  float* Page(int32_t page) const {
-    return chunks_[page / pages_per_chunk_].get() + (page % pages_per_chunk_) * PageStride();
-  }
+  // A chunk is [layer][kv][page of the chunk][slot][kv_dim]: one layer's K (or V) rows of
+  // the chunk's pages are one contiguous run.
   float* Row(SlotRef s, int32_t layer, int32_t kv) const {
-    return Page(s.page) + layout_.RowOffset(layer, kv, s.slot);
+    const int64_t run = int64_t{layout_.block_size} * layout_.kv_dim;  // a page's rows
+    const int64_t in_chunk = s.page % pages_per_chunk_;
+    return chunks_[s.page / pages_per_chunk_].get() +
+           ((int64_t{layer} * 2 + kv) * pages_per_chunk_ + in_chunk) * run +
+           int64_t{s.slot} * layout_.kv_dim;
   }
   // f(row, index into the [layer][kv][entry] order) for every row of the listed slots.
   template <typename F>
@@ -115,7 +116,7 @@ class HostPageStorage final : public PageStorage {
   struct Free {
     void operator()(float* memory) const { std::free(memory); }
   };
-  std::vector<std::unique_ptr<float, Free>> chunks_;  // sized once: PageBase reads it unlocked
+  std::vector<std::unique_ptr<float, Free>> chunks_;  // sized once: RowsBase reads it unlocked
 };
 
 }  // namespace

@@ -54,8 +54,12 @@ class PageStorage {
   virtual absl::Status MapChunk(int32_t chunk) = 0;
   // Gives chunk `chunk`'s memory back; none of its pages is in use.
   virtual void UnmapChunk(int32_t chunk) = 0;
-  // The first element of a page of a mapped chunk: a host or device address as the tier is.
-  virtual void* PageBase(int32_t page) const = 0;
+  // Where slot 0's key (kv = 0) or value (kv = 1) row of one layer lies in a page of a mapped
+  // chunk (a host or device address as the tier is); the page's other slots follow, kv_dim
+  // elements apart. The device tier keeps pages whole (memory/kv_layout.h's formula); the
+  // host tier keeps each layer's rows of a chunk's pages together, so attention walking one
+  // layer of a long session reads long contiguous runs.
+  virtual void* RowsBase(int32_t page, int32_t layer, int32_t kv) const = 0;
 
   virtual void ExportRows(std::span<const SlotRef> slots, float* out) const = 0;
   virtual void ImportRows(std::span<const SlotRef> slots, const float* in) = 0;

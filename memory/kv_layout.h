@@ -2,10 +2,13 @@
 //
 // Every backend (the CPU reference, the CUDA kernels) reaches a session's entries through
 // these structs and nothing else, so a kernel needs no C++ beyond them: a page table, flat
-// per-slot arrays, and one pool base pointer (host or device memory, as the pool's tier is).
+// per-slot arrays, and the pool's memory. On the device tier a page is whole, one arena:
 //
 //   page p, layer l, K (kv = 0) or V (kv = 1), slot s:
 //     pool_base + p * layout.page_elements() + layout.RowOffset(l, kv, s)   -> kv_dim elements
+//
+// The host tier keeps a chunk's pages layer-major instead (memory/block_pool.h, RowsBase), so
+// the CPU attention finds a page's rows of one layer through the storage, not this formula.
 //
 // A segment's slot i lives in page page_ids[i / block_size] at slot i % block_size. Slots whose
 // visibility has ended stay in place (masked) until their whole page is released: eviction

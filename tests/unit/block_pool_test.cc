@@ -156,15 +156,14 @@ TEST(BlockPoolTest, RowsRoundTripInTheStoreLayout) {
   storage.ExportRows(slots, out.data());
   EXPECT_EQ(out, in);
 
-  // In the page: layer l, K or V, entry e's row at RowOffset(l, kv, slot of e).
+  // In the page: layer l, K or V, entry e's row at RowsBase(page, l, kv) + slot * kv_dim.
   const int32_t d = kSmallPages.kv_dim;
   for (int32_t l = 0; l < kSmallPages.num_layers; ++l) {
     for (int32_t kv = 0; kv < 2; ++kv) {
       for (size_t e = 0; e < slots.size(); ++e) {
-        const auto* page = static_cast<const float*>(storage.PageBase(slots[e].page));
+        const auto* rows = static_cast<const float*>(storage.RowsBase(slots[e].page, l, kv));
         for (int32_t i = 0; i < d; ++i) {
-          EXPECT_EQ(page[kSmallPages.RowOffset(l, kv, slots[e].slot) + i],
-                    in[((l * 2 + kv) * slots.size() + e) * d + i])
+          EXPECT_EQ(rows[slots[e].slot * d + i], in[((l * 2 + kv) * slots.size() + e) * d + i])
               << "layer " << l << " kv " << kv << " entry " << e;
         }
       }

@@ -89,8 +89,9 @@ struct CpuTransformer::Batch {
   std::vector<memory::SlotRef> slots;
   std::vector<memory::KvSegmentView> views;
   std::vector<size_t> view_offsets{0};
-  // Per view, its pages' first elements, looked up once per step rather than per slot.
-  std::vector<std::vector<const float*>> page_bases;
+  // Per view and page, where this layer's K and V rows are: looked up once per layer rather
+  // than per slot.
+  std::vector<std::vector<const float*>> key_rows, value_rows;
 
   explicit Batch(std::span<const SequenceStep> batch_steps) : steps(batch_steps) {
     for (const SequenceStep& step : steps) {
@@ -106,15 +107,20 @@ struct CpuTransformer::Batch {
       step.kv->AppendViews(views);
       view_offsets.push_back(views.size());
     }
+    key_rows.resize(views.size());
+    value_rows.resize(views.size());
   }
-  void ResolvePages(const memory::PageStorage& storage) {
+  void ResolveRows(const memory::PageStorage& storage, int32_t layer) {
     const int32_t block = storage.layout().block_size;
-    page_bases.resize(views.size());
     for (size_t v = 0; v < views.size(); ++v) {
       const int32_t pages = (views[v].num_slots + block - 1) / block;
-      page_bases[v].resize(pages);
-      for (int32_t p = 0; p < pages; ++p)
-        page_bases[v][p] = static_cast<const float*>(storage.PageBase(views[v].page_ids[p]));
+      key_rows[v].resize(pages);
+      value_rows[v].resize(pages);
+      for (int32_t p = 0; p < pages; ++p) {
+        const int32_t page = views[v].page_ids[p];
+        key_rows[v][p] = static_cast<const float*>(storage.RowsBase(page, layer, 0));
+        value_rows[v][p] = static_cast<const float*>(storage.RowsBase(page, layer, 1));
+      }
     }
   }
   int64_t rows() const { return row_offsets.back(); }
@@ -178,15 +184,16 @@ std::vector<std::vector<float>> CpuTransformer::ForwardBatch(std::span<const Seq
   std::lock_guard lock(forward_mutex_);
   Validate(steps, pool);
   Batch batch(steps);
-  batch.ResolvePages(pool.storage());
   const int64_t hidden = config_.hidden_size;
   Activations a(config_, batch.rows());
   for (int64_t r = 0; r < batch.rows(); ++r) {
     std::copy_n(&weights_.embedding[batch.tokens[r] * hidden], hidden, &a.x[r * hidden]);
   }
   pages_ = &pool.storage();
-  for (int64_t l = 0; l < config_.num_layers; ++l)
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    batch.ResolveRows(pool.storage(), static_cast<int32_t>(l));
     RunLayer(weights_.layers[l], l, batch, a);
+  }
   return Logits(batch, a.x.data());
 }
 
@@ -204,15 +211,16 @@ void CpuTransformer::RunLayer(const CpuLayerWeights& w, int64_t layer_index, con
   LinearPerSequence(batch.row_offsets, a.normed.data(), w.v, w.v_bias, a.v.data(), hidden, kv_dim);
   ApplyRope(a.q.data(), batch.positions, config_.num_heads, config_.head_dim, inv_freq_);
   ApplyRope(a.k.data(), batch.positions, config_.num_kv_heads, config_.head_dim, inv_freq_);
-  const memory::PageLayout& layout = pages_->layout();
   const auto layer = static_cast<int32_t>(layer_index);
   for (int64_t r = 0; r < rows; ++r) {
     const memory::SlotRef slot = batch.slots[r];
-    float* page = static_cast<float*>(pages_->PageBase(slot.page));
-    std::copy_n(&a.k[r * kv_dim], kv_dim, page + layout.RowOffset(layer, 0, slot.slot));
-    std::copy_n(&a.v[r * kv_dim], kv_dim, page + layout.RowOffset(layer, 1, slot.slot));
+    const int64_t offset = int64_t{slot.slot} * kv_dim;
+    std::copy_n(&a.k[r * kv_dim], kv_dim,
+                static_cast<float*>(pages_->RowsBase(slot.page, layer, 0)) + offset);
+    std::copy_n(&a.v[r * kv_dim], kv_dim,
+                static_cast<float*>(pages_->RowsBase(slot.page, layer, 1)) + offset);
   }
-  Attention(layer_index, batch, a.q.data(), a.attention.data());
+  Attention(batch, a.q.data(), a.attention.data());
   LinearPerSequence(batch.row_offsets, a.attention.data(), w.o, w.o_bias, a.projected.data(), q_dim,
                     hidden);
   AddInPlace(a.x.data(), a.projected.data(), rows * hidden);
@@ -229,15 +237,13 @@ void CpuTransformer::RunLayer(const CpuLayerWeights& w, int64_t layer_index, con
   AddInPlace(a.x.data(), a.projected.data(), rows * hidden);
 }
 
-void CpuTransformer::Attention(int64_t layer_index, const Batch& batch, const float* q,
-                               float* out) {
+void CpuTransformer::Attention(const Batch& batch, const float* q, float* out) {
   const int64_t heads = config_.num_heads, head_dim = config_.head_dim;
   const int64_t group = heads / config_.num_kv_heads;
   const int64_t q_dim = config_.q_dim();
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
   const int64_t rows = batch.rows();
   const memory::PageLayout& layout = pages_->layout();
-  const auto layer = static_cast<int32_t>(layer_index);
   // One task per (head, row); consecutive tasks share a head, so its keys stay in cache.
   pool_.ParallelFor(heads * rows, [&](int64_t task) {
     const int64_t head = task / rows, row = task % rows;
@@ -255,7 +261,8 @@ void CpuTransformer::Attention(int64_t layer_index, const Batch& batch, const fl
     // formed as they are gathered: the arithmetic of AttendOneHead.
     for (size_t v = batch.view_offsets[c]; v < batch.view_offsets[c + 1]; ++v) {
       const memory::KvSegmentView& view = batch.views[v];
-      const std::vector<const float*>& pages = batch.page_bases[v];
+      const std::vector<const float*>& key_rows = batch.key_rows[v];
+      const std::vector<const float*>& value_rows = batch.value_rows[v];
       const float* segment_query = query;
       if (view.shared && view.num_slots > 0) {
         // An attached document: every entry is visible; the query is rotated back by the
@@ -269,16 +276,14 @@ void CpuTransformer::Attention(int64_t layer_index, const Batch& batch, const fl
       // Page by page: a page's K (and V) rows of this layer are contiguous, kv_dim apart.
       const int32_t block = layout.block_size;
       for (int32_t first = 0, p = 0; first < view.num_slots; first += block, ++p) {
-        const float* keys = pages[p] + layout.RowOffset(layer, 0, 0) + kv_offset;
-        const float* page_values = pages[p] + layout.RowOffset(layer, 1, 0) + kv_offset;
+        const float* keys = key_rows[p] + kv_offset;
+        const float* page_values = value_rows[p] + kv_offset;
         const int32_t end = std::min(view.num_slots, first + block);
         if (first + block < view.num_slots) {
-          // The next page's rows sit elsewhere: ask for them while this page is scored, as a
-          // contiguous cache's rows would have streamed in by themselves.
-          const int64_t next_page = pages[p + 1] - pages[p];
+          // The next page may sit in another chunk: ask for its rows while this one is scored.
           for (int32_t s = 0; s < block; ++s) {
-            __builtin_prefetch(keys + next_page + int64_t{s} * layout.kv_dim);
-            __builtin_prefetch(page_values + next_page + int64_t{s} * layout.kv_dim);
+            __builtin_prefetch(key_rows[p + 1] + kv_offset + int64_t{s} * layout.kv_dim);
+            __builtin_prefetch(value_rows[p + 1] + kv_offset + int64_t{s} * layout.kv_dim);
           }
         }
         for (int32_t i = first; i < end; ++i) {

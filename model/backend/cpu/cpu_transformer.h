@@ -50,7 +50,8 @@ class CpuTransformer {
   void Validate(std::span<const SequenceStep> steps, const memory::BlockPool& pool) const;
   void RunLayer(const CpuLayerWeights& layer, int64_t layer_index, const Batch& batch,
                 Activations& a);
-  void Attention(int64_t layer_index, const Batch& batch, const float* q, float* out);
+  // Attention over the rows Batch::ResolveRows found for the running layer.
+  void Attention(const Batch& batch, const float* q, float* out);
   std::vector<std::vector<float>> Logits(const Batch& batch, const float* hidden_states) const;
 
   ModelConfig config_;

@@ -102,6 +102,11 @@ void* DevicePageStorage::PageBase(int32_t page) const {
   return static_cast<char*>(pages_.data()) + int64_t{page} * pages_.layout().page_bytes();
 }
 
+void* DevicePageStorage::RowsBase(int32_t page, int32_t layer, int32_t kv) const {
+  const memory::PageLayout& layout = pages_.layout();
+  return static_cast<char*>(PageBase(page)) + layout.RowOffset(layer, kv, 0) * layout.element_bytes;
+}
+
 absl::Status DevicePageStorage::MapChunk(int32_t chunk) {
   std::lock_guard lock(mutex_);
   const int64_t first = int64_t{chunk} * pages_per_chunk_;

@@ -54,9 +54,11 @@ class DevicePageStorage final : public memory::PageStorage {
   int32_t pages_per_chunk() const override { return pages_per_chunk_; }
   absl::Status MapChunk(int32_t chunk) override;
   void UnmapChunk(int32_t) override {}
-  void* PageBase(int32_t page) const override;
+  void* RowsBase(int32_t page, int32_t layer, int32_t kv) const override;
 
   void ExportRows(std::span<const memory::SlotRef> slots, float* out) const override;
+  // A page's first element in the arena: device pages are whole (memory/kv_layout.h).
+  void* PageBase(int32_t page) const;
   void ImportRows(std::span<const memory::SlotRef> slots, const float* in) override;
   void CopySlots(std::span<const memory::SlotRef> from,
                  std::span<const memory::SlotRef> to) override;
