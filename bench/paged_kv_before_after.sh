@@ -7,6 +7,6 @@ set -euo pipefail
 before=${1:?usage: $0 BEFORE_BINARY [AFTER_BINARY]}
 after=${2:-build/bench/gistmem-bench}
 for n in 1024 2048 4096 8192 16384 32768; do
-  echo "### before $n"; "$before" --timed_turns 2 --threads 2 --lengths "$n"
-  echo "### after $n"; "$after" --timed_turns 2 --threads 2 --lengths "$n"
+  echo "### before $n"; "$before" --timed_turns "${TIMED_TURNS:-2}" --threads 2 --lengths "$n"
+  echo "### after $n"; "$after" --timed_turns "${TIMED_TURNS:-2}" --threads 2 --lengths "$n"
 done
