@@ -204,7 +204,9 @@ TEST(Dot, MatchesNaiveSumForEveryTailLength) {
   }
 }
 
-TEST(AttendOneHead, MatchesNaiveAttentionOverSelectedStridedRows) {
+// One head's attention as the CPU engine forms it: Dot and Softmax for the weights, then
+// WeightedSum over rows reached through pointers (as in KV pages).
+TEST(WeightedSum, AttentionMatchesNaiveAttentionOverSelectedStridedRows) {
   std::mt19937 rng(7);
   const int64_t head_dim = 12, stride = 3 * head_dim, entries = 9, head_offset = head_dim;
   const std::vector<float> query = Random(head_dim, rng);
@@ -212,9 +214,15 @@ TEST(AttendOneHead, MatchesNaiveAttentionOverSelectedStridedRows) {
   const std::vector<float> values = Random(entries * stride, rng);
   const std::vector<int64_t> rows = {0, 2, 3, 7, 8};
   const float scale = 0.5f;
-  std::vector<float> weights(rows.size()), out(head_dim);
-  AttendOneHead(query.data(), keys.data() + head_offset, values.data() + head_offset, stride, rows,
-                head_dim, scale, weights.data(), out.data());
+  std::vector<float> weights, out(head_dim);
+  std::vector<const float*> value_rows;
+  for (int64_t row : rows) {
+    weights.push_back(Dot(query.data(), keys.data() + row * stride + head_offset, head_dim) *
+                      scale);
+    value_rows.push_back(values.data() + row * stride + head_offset);
+  }
+  Softmax(weights.data(), static_cast<int64_t>(weights.size()));
+  WeightedSum(weights, value_rows, head_dim, out.data());
 
   std::vector<double> scores;
   double max = -1e300, sum = 0;
@@ -235,10 +243,9 @@ TEST(AttendOneHead, MatchesNaiveAttentionOverSelectedStridedRows) {
   }
 }
 
-TEST(AttendOneHead, NoRowsGivesZeros) {
-  const std::vector<float> query(4, 1.f);
+TEST(WeightedSum, NoRowsGivesZeros) {
   std::vector<float> out(4, 9.f);
-  AttendOneHead(query.data(), nullptr, nullptr, 4, {}, 4, 1.f, nullptr, out.data());
+  WeightedSum({}, {}, 4, out.data());
   EXPECT_EQ(out, std::vector<float>(4, 0.f));
 }
 

@@ -258,7 +258,7 @@ void CpuTransformer::Attention(const Batch& batch, const float* q, float* out) {
     rotated.resize((batch.view_offsets[c + 1] - batch.view_offsets[c]) * head_dim);
     // Segments in their fixed order (pinned, window, documents), slots in order: the sum runs
     // in the same order for a live session and for one restored from the store. Scores are
-    // formed as they are gathered: the arithmetic of AttendOneHead.
+    // formed as they are gathered (Dot, Softmax, WeightedSum, as cpu_ops_test checks).
     for (size_t v = batch.view_offsets[c]; v < batch.view_offsets[c + 1]; ++v) {
       const memory::KvSegmentView& view = batch.views[v];
       const std::vector<const float*>& key_rows = batch.key_rows[v];

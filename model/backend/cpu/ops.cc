@@ -105,22 +105,6 @@ float Dot(const float* a, const float* b, int64_t count) {
   return sum;
 }
 
-void AttendOneHead(const float* query, const float* keys, const float* values, int64_t row_stride,
-                   std::span<const int64_t> rows, int64_t head_dim, float scale, float* weights,
-                   float* out) {
-  const int64_t count = static_cast<int64_t>(rows.size());
-  for (int64_t j = 0; j < count; ++j)
-    weights[j] = Dot(query, keys + rows[j] * row_stride, head_dim) * scale;
-  Softmax(weights, count);
-  std::fill_n(out, head_dim, 0.f);
-  for (int64_t j = 0; j < count; ++j) {
-    const float weight = weights[j];
-    const float* value = values + rows[j] * row_stride;
-    for (int64_t d = 0; d < head_dim; ++d)
-      out[d] += weight * value[d];
-  }
-}
-
 void WeightedSum(std::span<const float> weights, std::span<const float* const> rows, int64_t dim,
                  float* out) {
   // Accumulate in a local buffer the compiler may keep vectorised (out could alias a row).

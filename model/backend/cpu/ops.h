@@ -28,15 +28,9 @@ void Softmax(float* values, int64_t count);
 
 float Dot(const float* a, const float* b, int64_t count);
 
-// One query head attending to the key/value rows listed in `rows`:
-// out = sum_j softmax_j(query . key_j * scale) * value_j.
-// `keys` and `values` point at this head's slice of row 0; consecutive rows are `row_stride`
-// floats apart. `weights` is scratch for rows.size() floats. No rows gives zeros.
-void AttendOneHead(const float* query, const float* keys, const float* values, int64_t row_stride,
-                   std::span<const int64_t> rows, int64_t head_dim, float scale, float* weights,
-                   float* out);
-
-// out = sum_j weights[j] * rows[j][0..dim), added in j order (the order AttendOneHead uses).
+// out = sum_j weights[j] * rows[j][0..dim), added in j order; no rows gives zeros. With
+// weights = Softmax(query . key_j * scale) this is one query head's attention over rows that
+// may lie anywhere (KV pages). out may alias a row.
 void WeightedSum(std::span<const float> weights, std::span<const float* const> rows, int64_t dim,
                  float* out);
 
