@@ -21,6 +21,7 @@
 #include "clients/cpp/common/help_flags.h"
 #include "memory/read_rows.h"
 #include "memory/session_memory.h"
+#include "model/device_choice.h"
 #include "model/engine.h"
 #include "service/memory_commit.h"
 
@@ -32,7 +33,9 @@ ABSL_FLAG(int64_t, ratio, 8, "r of pool and gist");
 ABSL_FLAG(int64_t, window, 512, "W of window, pool and gist");
 ABSL_FLAG(int64_t, sinks, 4, "S of window, pool and gist");
 ABSL_FLAG(int, threads, 0, "attention threads (0 = every core)");
-ABSL_FLAG(std::string, device, "cpu", "engine: cpu or cuda");
+ABSL_FLAG(std::string, device, "auto",
+          "Engine to run the model on: cpu, cuda (cuda:N for GPU N) or auto: cuda when this "
+          "binary has the CUDA backend and a CUDA device is present, else cpu");
 ABSL_FLAG(int32_t, block_size, 16, "KV entries per page");
 
 namespace gistmem::bench {
@@ -176,8 +179,14 @@ void Documents(model::Engine& engine, const memory::Policy& policy) {
 }
 
 int Main() {
+  std::string device = absl::GetFlag(FLAGS_device);
+  if (device.empty() || device == "auto") {
+    const model::DeviceChoice choice = model::DefaultDevice();
+    std::fprintf(stderr, "--device auto: %s (%s)\n", choice.device.c_str(), choice.why.c_str());
+    device = choice.device;
+  }
   const std::unique_ptr<model::Engine> engine = OrDie(model::LoadEngine(
-      absl::GetFlag(FLAGS_model), {.device = absl::GetFlag(FLAGS_device),
+      absl::GetFlag(FLAGS_model), {.device = device,
                                    .num_threads = absl::GetFlag(FLAGS_threads),
                                    .kv_pool_bytes = int64_t{16} << 30,
                                    .block_size = absl::GetFlag(FLAGS_block_size)}));

@@ -1,15 +1,19 @@
 // The engine registry: every engine this binary has, by name. It lives in gistmem_engines
 // (not gistmem_model) because the CUDA backend links gistmem_model: the registry sits above
 // both, so neither library needs the other's symbols.
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "model/backend/cpu/cpu_engine.h"
+#include "model/device_choice.h"
 #include "model/engine.h"
 #ifdef GISTMEM_HAVE_CUDA
 #include "model/backend/cuda/cuda_engine.h"
+#include "model/backend/cuda/device_info.h"
 #endif
 
 namespace gistmem::model {
@@ -49,8 +53,28 @@ std::vector<std::string> EngineNames() {
   return names;
 }
 
+DeviceChoice DefaultDevice() {
+#ifdef GISTMEM_HAVE_CUDA
+  const std::vector<cuda::DeviceInfo> devices = cuda::ListDevices();
+  if (devices.empty()) {
+    return {"cpu", "this binary has the CUDA backend but the CUDA runtime sees no device"};
+  }
+  return {"cuda", absl::StrCat("this binary has the CUDA backend and ", devices.size(),
+                               " CUDA device(s) are present, the first: ", devices[0].name)};
+#else
+  return {"cpu", "this binary was built without the CUDA backend"};
+#endif
+}
+
+std::string ResolveDevice(std::string_view device) {
+  if (device.empty() || device == "auto") return DefaultDevice().device;
+  return std::string(device);
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
-                                                   const EngineOptions& options) {
+                                                   const EngineOptions& given) {
+  EngineOptions options = given;
+  options.device = ResolveDevice(given.device);
   const std::string_view device = options.device;
   const std::string_view name = device.substr(0, device.find(':'));
   for (const EngineEntry& entry : kEngines) {

@@ -22,7 +22,9 @@ ABSL_FLAG(std::string, api_keys_file, "",
 ABSL_FLAG(double, rate_limit, 0, "Calls per second allowed to each tenant; 0 = no limit");
 ABSL_FLAG(std::string, tls_cert, "", "TLS certificate chain (PEM); with --tls_key, serve TLS");
 ABSL_FLAG(std::string, tls_key, "", "TLS private key (PEM)");
-ABSL_FLAG(std::string, device, "cpu", "Engine to run the model on: cpu or cuda");
+ABSL_FLAG(std::string, device, "auto",
+          "Engine to run the model on: cpu, cuda (cuda:N for GPU N) or auto: cuda when this "
+          "binary has the CUDA backend and a CUDA device is present, else cpu");
 ABSL_FLAG(int64_t, kv_pool_bytes, int64_t{8} << 30,
           "Bytes of the engine's KV page pool: every session's and document's pages, live or "
           "idle; a step that finds no room fails alone with RESOURCE_EXHAUSTED");

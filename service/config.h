@@ -65,7 +65,7 @@ struct ServerConfig {
   // The memory policy of sessions that do not ask for one (see service/policy_resolver.h).
   PolicyDefaults policy;
   // The engine (model/engine.h): device name, its KV page pool's budget (every session's and
-  // document's pages, live or idle) and entries per page.
+  // document's pages, live or idle) and entries per page. "auto": model::DefaultDevice().
   std::string device = "cpu";
   int64_t kv_pool_bytes = int64_t{8} << 30;
   int32_t kv_block_size = 16;

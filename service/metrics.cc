@@ -40,6 +40,7 @@ Histogram::BucketBoundaries PowersOfTwo(double largest) {
 // What one session in memory contributes to the per-policy gauges.
 struct SessionSnapshot {
   std::string policy;
+  std::string tier = "host";  // where its pages live: the engine pool's tier, "host" or "gpu"
   int64_t cache_bytes = 0;
   int64_t stream_tokens = 0;
   int64_t sink = 0, gist = 0, pooled = 0, window = 0, document = 0;
@@ -219,18 +220,19 @@ class ScrapeCollectable final : public prometheus::Collectable {
 
 void Metrics::RefreshSessionGaugesLocked() {
   struct Totals {
-    int64_t sessions = 0, bytes = 0, stream = 0, kept = 0, documents = 0;
+    int64_t stream = 0, kept = 0, documents = 0;
     int64_t sink = 0, gist = 0, pooled = 0, window = 0, document = 0;
   };
   // Every policy appears, with zeros when no session of it is in memory, so a series never
   // goes stale while its policy is unused.
   std::map<std::string, Totals> by_policy = {
       {"full", {}}, {"window", {}}, {"pool", {}}, {"gist", {}}};
-  int64_t sessions = 0;
+  std::map<std::string, int64_t> sessions = {{"host", 0}, {"gpu", 0}};
+  std::map<std::string, std::map<std::string, int64_t>> bytes = {{"host", {}}, {"gpu", {}}};
   for (const auto& [key, snapshot] : sessions_in_memory_) {
     Totals& totals = by_policy[snapshot.policy];
-    ++sessions;
-    totals.bytes += snapshot.cache_bytes;
+    ++sessions[snapshot.tier];
+    bytes[snapshot.tier][snapshot.policy] += snapshot.cache_bytes;
     totals.stream += snapshot.stream_tokens;
     totals.sink += snapshot.sink;
     totals.gist += snapshot.gist;
@@ -241,11 +243,14 @@ void Metrics::RefreshSessionGaugesLocked() {
     totals.kept +=
         snapshot.sink + snapshot.gist + snapshot.pooled + snapshot.window + snapshot.document;
   }
-  sessions_.Add({{"tier", "host"}}).Set(static_cast<double>(sessions));
-  sessions_.Add({{"tier", "gpu"}}).Set(0);  // the CPU runtime keeps every cache in host memory
+  // A session's pages live in its engine pool's tier: host memory for the CPU engine, device
+  // memory for the CUDA engine.
+  for (const auto& [tier, count] : sessions)
+    sessions_.Add({{"tier", tier}}).Set(static_cast<double>(count));
   for (const auto& [policy, totals] : by_policy) {
-    cache_bytes_.Add({{"tier", "host"}, {"policy", policy}}).Set(static_cast<double>(totals.bytes));
-    cache_bytes_.Add({{"tier", "gpu"}, {"policy", policy}}).Set(0);
+    for (auto& [tier, per_policy] : bytes)
+      cache_bytes_.Add({{"tier", tier}, {"policy", policy}})
+          .Set(static_cast<double>(per_policy[policy]));
     const std::pair<const char*, int64_t> kinds[] = {{"sink", totals.sink},
                                                      {"gist", totals.gist},
                                                      {"pooled", totals.pooled},
@@ -391,6 +396,7 @@ void SessionInMemory(const LiveSession& session) {
   SessionSnapshot snapshot;
   const store::SessionRecord& record = session.record;
   snapshot.policy = LowerName(record.policy().kind());
+  if (session.memory) snapshot.tier = std::string(session.memory->kv().pool().tier());
   snapshot.cache_bytes = session.cache_bytes.load();
   snapshot.stream_tokens = record.stream_tokens();
   const store::v1::MemoryStateRecord& memory = record.memory();

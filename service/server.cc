@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "model/device_choice.h"
 #include "model/fingerprint.h"
 #include "service/call_observer.h"
 #include "service/drain.h"
@@ -49,8 +50,14 @@ absl::Status Server::Init() {
   try {
     spdlog::info("loading model from {}", config_.model_dir.string());
     fingerprint_ = model::ModelFingerprint(config_.model_dir);
+    std::string device = config_.device;
+    if (device.empty() || device == "auto") {
+      const model::DeviceChoice choice = model::DefaultDevice();
+      spdlog::info("--device auto: {} ({})", choice.device, choice.why);
+      device = choice.device;
+    }
     absl::StatusOr<std::unique_ptr<model::Engine>> engine =
-        model::LoadEngine(config_.model_dir, {.device = config_.device,
+        model::LoadEngine(config_.model_dir, {.device = device,
                                               .num_threads = config_.compute_threads,
                                               .kv_pool_bytes = config_.kv_pool_bytes,
                                               .block_size = config_.kv_block_size});

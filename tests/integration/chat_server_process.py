@@ -17,7 +17,10 @@ _LISTENING = re.compile(r"listening on (\S+:\d+)")
 class ServerProcess:
     def __init__(self, db_path: str, extra_args=()):
         self.db_path = db_path
-        self.extra_args = [*shlex.split(os.environ.get("GISTMEM_SERVER_EXTRA_ARGS", "")),
+        # GISTMEM_TEST_DEVICE=cuda runs the server on the GPU (tests/gpu/run-service.sh).
+        device = os.environ.get("GISTMEM_TEST_DEVICE", "") or "cpu"
+        self.extra_args = ["--device", device,
+                           *shlex.split(os.environ.get("GISTMEM_SERVER_EXTRA_ARGS", "")),
                            *extra_args]
         self.address = ""
         self._process = None

@@ -6,6 +6,7 @@ Environment (CTest sets it, see chat_tests.cmake; set it yourself to run a test 
   GISTMEM_SERVER  path of the gistmem-server binary (tests against the real server)
   GISTMEM_TEST_MODEL   checkpoint directory (default: tests/fixtures/models/llama-gqa-bf16)
   GISTMEM_SERVER_EXTRA_ARGS  more gistmem-server flags, shell-quoted (default: none)
+  GISTMEM_TEST_DEVICE  the server's --device (default: cpu)
 """
 
 import json

@@ -3,12 +3,17 @@
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <random>
 #include <thread>
 
 namespace gistmem::testing {
 
 std::filesystem::path FixtureModelDir() {
+  // $GISTMEM_FIXTURES (tests/fixtures/models of a checkout elsewhere, as on the GPU machine)
+  // overrides the source tree the binary was built from.
+  if (const char* fixtures = std::getenv("GISTMEM_FIXTURES"); fixtures != nullptr && *fixtures)
+    return std::filesystem::path(fixtures) / "llama-gqa-bf16";
   return std::filesystem::path(GISTMEM_SOURCE_DIR) / "tests/fixtures/models/llama-gqa-bf16";
 }
 
@@ -36,6 +41,12 @@ service::ServerConfig TestConfig(const std::filesystem::path& db) {
   config.model_dir = FixtureModelDir();
   config.db_path = db;
   config.listen_address = "127.0.0.1:0";
+  // GISTMEM_TEST_DEVICE=cuda runs every integration test on the GPU (tests/gpu/run-service.sh).
+  const char* device = std::getenv("GISTMEM_TEST_DEVICE");
+  config.device = device != nullptr && *device != '\0' ? device : "cpu";
+  // The CUDA engine allocates its whole KV budget up front; 1 GiB is plenty for the fixture
+  // and lets several test processes share one GPU.
+  if (config.device != "cpu") config.kv_pool_bytes = int64_t{1} << 30;
   config.compute_threads = 1;
   config.worker_threads = 4;
   config.shutdown_grace = absl::Seconds(5);

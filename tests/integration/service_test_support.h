@@ -36,7 +36,7 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// The fixture model, `db`, 127.0.0.1:0, one compute thread and quiet logs.
+// The fixture model, `db`, 127.0.0.1:0, one compute thread, quiet logs, $GISTMEM_TEST_DEVICE.
 service::ServerConfig TestConfig(const std::filesystem::path& db);
 
 // An in-process server and a channel to it.

@@ -29,7 +29,9 @@ ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass; 1 is off");
 ABSL_FLAG(double, repetition_penalty, 1.0, "penalty for tokens already seen; 1 is off");
 ABSL_FLAG(uint64_t, seed, 0, "random seed for sampling");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0 uses every core");
-ABSL_FLAG(std::string, device, "cpu", "Engine to run the model on: cpu or cuda");
+ABSL_FLAG(std::string, device, "auto",
+          "Engine to run the model on: cpu, cuda (cuda:N for GPU N) or auto: cuda when this "
+          "binary has the CUDA backend and a CUDA device is present, else cpu");
 ABSL_FLAG(bool, json, false, "generate: print one JSON object instead of streaming text");
 
 int main(int argc, char** argv) {

@@ -13,6 +13,7 @@
 #include "clients/cpp/cli/commands.h"
 #include "clients/cpp/cli/flags.h"
 #include "memory/session_kv.h"
+#include "model/device_choice.h"
 #include "model/engine.h"
 #include "model/generation.h"
 #include "model/tokenizer/chat_template.h"
@@ -64,8 +65,14 @@ std::vector<int32_t> PromptTokens(const model::Tokenizer& tokenizer) {
 }
 
 std::unique_ptr<model::Engine> LoadEngineFromFlags(const std::filesystem::path& dir) {
-  absl::StatusOr<std::unique_ptr<model::Engine>> engine = model::LoadEngine(
-      dir, {.device = absl::GetFlag(FLAGS_device), .num_threads = absl::GetFlag(FLAGS_threads)});
+  std::string device = absl::GetFlag(FLAGS_device);
+  if (device.empty() || device == "auto") {
+    const model::DeviceChoice choice = model::DefaultDevice();
+    std::fprintf(stderr, "--device auto: %s (%s)\n", choice.device.c_str(), choice.why.c_str());
+    device = choice.device;
+  }
+  absl::StatusOr<std::unique_ptr<model::Engine>> engine =
+      model::LoadEngine(dir, {.device = device, .num_threads = absl::GetFlag(FLAGS_threads)});
   if (!engine.ok()) throw std::runtime_error(std::string(engine.status().message()));
   return *std::move(engine);
 }
