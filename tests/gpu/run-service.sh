@@ -131,6 +131,20 @@ smoke() {
   else
     echo "AUTO FAIL: want '--device auto: cuda' and then '--device auto: cpu'" >>"$OUT/smoke.log"; ok=0
   fi
+  # A KV budget larger than the GPU: a clear start-up error (exit 1), not a crash or a hang.
+  {
+    echo "\$ gistmem-server --device $GISTMEM_TEST_DEVICE --kv_pool_bytes 400000000000"
+    timeout -k 5 60 "$G/bin/gistmem-server" --device "$GISTMEM_TEST_DEVICE" \
+      --model "$root/models/gistmem-tiny" --db "$G/oom-db" --listen 127.0.0.1:0 \
+      --kv_pool_bytes 400000000000 2>&1 | tail -3
+    echo "exit ${PIPESTATUS[0]}"
+  } >"$G/oom.log" 2>&1
+  cat "$G/oom.log" >>"$OUT/smoke.log"
+  if grep -q "^exit 1$" "$G/oom.log" && grep -q "RESOURCE_EXHAUSTED" "$G/oom.log"; then
+    echo "TOO-BIG OK: exit 1 with RESOURCE_EXHAUSTED" >>"$OUT/smoke.log"
+  else
+    echo "TOO-BIG FAIL: want exit 1 and RESOURCE_EXHAUSTED" >>"$OUT/smoke.log"; ok=0
+  fi
   echo "smoke ok=$ok" >"$G/logs/smoke.result"
 }
 smoke

@@ -249,9 +249,19 @@ absl::StatusOr<std::unique_ptr<model::Engine>> LoadCudaEngine(
     return absl::InvalidArgumentError(
         absl::StrCat("cannot load ", model_dir.string(), ": ", error.what()));
   }
+  if (absl::IsResourceExhausted(transformer.status())) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the checkpoint ", model_dir.string(), " does not fit in the memory of GPU ",
+                     *device, " (bf16 weights): ", transformer.status().message()));
+  }
   if (!transformer.ok()) return transformer.status();
   absl::StatusOr<std::unique_ptr<DevicePageStorage>> storage = DevicePageStorage::Create(
       (*transformer)->PageLayoutFor(options.block_size), options.kv_pool_bytes, *device);
+  if (absl::IsResourceExhausted(storage.status())) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the KV pool of ", options.kv_pool_bytes, " bytes (--kv_pool_bytes) does not fit in GPU ",
+        *device, " next to the weights; ask for less: ", storage.status().message()));
+  }
   if (!storage.ok()) return storage.status();
   cudaStream_t stream = nullptr;
   GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
