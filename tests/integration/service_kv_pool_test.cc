@@ -2,6 +2,8 @@
 // alone with RESOURCE_EXHAUSTED, leaves its session as it was, and gives every page back.
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "tests/integration/service_test_support.h"
 
 namespace gistmem::testing {
@@ -9,14 +11,17 @@ namespace {
 
 using grpc::StatusCode;
 
-// The fixture model's pages: 16 entries x 2 layers x (K + V) x 2 kv heads x 16 dims x 4 bytes.
-constexpr int64_t kPageBytes = 16 * 2 * 2 * 2 * 16 * 4;
+// The fixture model's pages: 16 entries x 2 layers x (K + V) x 2 kv heads x 16 dims x 4 bytes
+// (fp32, the CPU engine) or 2 (bf16, the CUDA engine).
+int64_t PageBytes(const std::string& device) {
+  return int64_t{16} * 2 * 2 * 2 * 16 * (device == "cpu" ? 4 : 2);
+}
 
 class KvPoolTest : public ::testing::Test {
  protected:
   static service::ServerConfig Config(const std::filesystem::path& db) {
     service::ServerConfig config = TestConfig(db);
-    config.kv_pool_bytes = 12 * kPageBytes;  // 192 entries for every session together
+    config.kv_pool_bytes = 12 * PageBytes(config.device);  // 192 entries, all sessions together
     return config;
   }
 

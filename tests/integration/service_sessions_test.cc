@@ -186,10 +186,14 @@ TEST_F(SessionsTest, StatsDescribeTheFullCache) {
   EXPECT_EQ(stats.sink_entries(), 0);
   EXPECT_DOUBLE_EQ(stats.compression_ratio(), double(stats.stream_tokens()) / read);
   // The cache is the KV pages the session holds: pages of 16 entries of 2 layers x (K + V) x
-  // 2 kv heads x 16 dims x 4 bytes; under full every entry is pinned, so ceil(read / 16).
-  const int64_t entry_bytes = 2 * 2 * 2 * 16 * 4;
-  EXPECT_EQ(stats.bytes_host(), (read + 15) / 16 * 16 * entry_bytes);
-  EXPECT_GT(stats.bytes_disk(), read * entry_bytes);  // every entry's rows, and the transcript
+  // 2 kv heads x 16 dims x 4 bytes (fp32 host pages; bf16 GPU pages: 2 bytes); under full
+  // every entry is pinned, so ceil(read / 16).
+  const bool cpu = server_.config().device == "cpu";
+  const int64_t entry_bytes = 2 * 2 * 2 * 16 * (cpu ? 4 : 2);
+  EXPECT_EQ(cpu ? stats.bytes_host() : stats.bytes_gpu(), (read + 15) / 16 * 16 * entry_bytes);
+  EXPECT_EQ(cpu ? stats.bytes_gpu() : stats.bytes_host(), 0);
+  // Every entry's rows (fp32 in the store), and the transcript.
+  EXPECT_GT(stats.bytes_disk(), read * 2 * 2 * 2 * 16 * 4);
   EXPECT_EQ(GetSession(server_.stub(), id).stream_tokens(), stats.stream_tokens());
 }
 
