@@ -259,6 +259,12 @@ def main():
     p.add_argument("--max-steps", type=int, default=0)
     p.add_argument("--phases", default="0.35:2048:32:0.5-0.95:0.05,1.0:16384:4:0.1-0.5:0.15")
     p.add_argument("--mode-weights", default="full:0.4,r4:0.2,r8:0.25,r16:0.15")
+    p.add_argument("--late-mode-weights", default="",
+                   help="mode weights from the second phase on (default: --mode-weights); "
+                        "the same modes in the same order")
+    p.add_argument("--save-every", type=float, default=0,
+                   help="also write ckpt.pt every N s of wall time (a cut-short run can "
+                        "still be exported)")
     p.add_argument("--value-weight", type=float, default=4.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=200)
@@ -373,9 +379,18 @@ def main():
     step_model = torch.compile(model) if args.compile else model
     cache = flexmask.MaskCache(SINK, device, compact=not args.no_compact,
                                dense=args.attn == "dense")
-    names = [kv.split(":")[0] for kv in args.mode_weights.split(",")]
-    weights = np.asarray([float(kv.split(":")[1]) for kv in args.mode_weights.split(",")])
-    weights = weights / weights.sum()
+    def parse_weights(text):
+        names = [kv.split(":")[0] for kv in text.split(",")]
+        w = np.asarray([float(kv.split(":")[1]) for kv in text.split(",")])
+        assert all(m in MODES for m in names) and (w >= 0).all() and w.sum() > 0, text
+        return names, w / w.sum()
+
+    names, early_weights = parse_weights(args.mode_weights)
+    late_weights = early_weights
+    if args.late_mode_weights:
+        late_names, late_weights = parse_weights(args.late_mode_weights)
+        assert late_names == names, "--late-mode-weights: the modes of --mode-weights, in order"
+    weights = early_weights
     mode_rng = np.random.default_rng(args.seed + state["step"])
     budget = args.minutes * 60
     L, HD = config.num_hidden_layers, config.num_attention_heads * config.head_dim
@@ -385,6 +400,18 @@ def main():
             if progress < ph["until"]:
                 return ph
         return phases[-1]
+
+    gist = {"gist_token_id": gist_id, "ratios": [4, 8, 16], "default_ratio": 8,
+            "sink_tokens": SINK, "window": WINDOW}
+
+    def save_ckpt():
+        """bf16 weights in export.py's format; written to a temporary name, then renamed."""
+        bf16 = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
+        tmp = args.out / "ckpt.pt.tmp"
+        torch.save({"model": {k: v.cpu() for k, v in bf16.items()}, "config": config.to_dict(),
+                    "gist": gist, "train_seq": args.max_positions, "step": state["step"]}, tmp)
+        os.replace(tmp, args.out / "ckpt.pt")
+        return bf16
 
     def step_fn(ids, mask, labels, vals, lr):
         for group in optimizer.param_groups:
@@ -414,14 +441,16 @@ def main():
     seen = set()
     phase = None
     piece_steps = 0
+    last_save = time.time()
     while True:
         progress = state["trained"] / budget
         ph = phase_at(progress)
         if phase is not ph:
             phase = ph
             pipe.set_phase(ph)
+            weights = early_weights if ph is phases[0] else late_weights
             log(f"phase {ph['name']}: T {ph['t']}, batch {ph['batch']}, fact share {ph['share']}, "
-                f"prose rows {ph['prose']}")
+                f"prose rows {ph['prose']}, modes {dict(zip(names, weights.round(3).tolist()))}")
         mode = names[mode_rng.choice(len(names), p=weights)]
         ratio = MODES[mode]
         t, bsz = ph["t"], ph["batch"]
@@ -474,6 +503,10 @@ def main():
             acc_sum.zero_()
             acc_n = [0] * len(names)
             window_tokens, window_flops, window_time = 0, 0.0, 0.0
+        if args.save_every and time.time() - last_save >= args.save_every:
+            save_ckpt()
+            last_save = time.time()
+            log(f"saved {args.out / 'ckpt.pt'} at step {state['step']}")
         late = args.deadline and time.time() - START >= args.deadline - args.eval_reserve
         if state["trained"] >= budget or late or (args.max_steps and piece_steps >= args.max_steps):
             break
@@ -485,11 +518,7 @@ def main():
         f"of {args.peak_tflops:.0f} TFLOP/s")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
                 "config": config.to_dict()}, args.out / "state.pt")
-    bf16 = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
-    gist = {"gist_token_id": gist_id, "ratios": [4, 8, 16], "default_ratio": 8,
-            "sink_tokens": SINK, "window": WINDOW}
-    torch.save({"model": {k: v.cpu() for k, v in bf16.items()}, "config": config.to_dict(),
-                "gist": gist, "train_seq": args.max_positions}, args.out / "ckpt.pt")
+    bf16 = save_ckpt()
     log(f"saved {args.out / 'state.pt'} and {args.out / 'ckpt.pt'}")
     results = {}
     if not args.no_eval:
