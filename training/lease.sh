@@ -36,7 +36,7 @@ PYTHON=${PYTHON:-python3}
 MINUTES=${MINUTES:-20}
 # Training needs about 100 s beyond its budget (data, two compilations, first steps of each
 # mode, which are not counted), then EVAL_RESERVE for the held-out evaluation (~35 s).
-DEADLINE=${DEADLINE:-$(awk "BEGIN {print int($MINUTES * 60 + 190)}")}
+DEADLINE=${DEADLINE:-$("$PYTHON" -c "print(int($MINUTES * 60 + 190))")}
 EVAL_RESERVE=${EVAL_RESERVE:-60}
 SAVE_EVERY=${SAVE_EVERY:-180}
 LONG=${LONG:-4096}
@@ -77,7 +77,7 @@ run() {  # the background job
   trap '[ -e "$RUN/DONE" ] || [ -e "$RUN/FAILED" ] || echo "exited unexpectedly" > "$RUN/FAILED"' EXIT
   date +%s > "$RUN/STARTED"
   log "run: NAME=$NAME MINUTES=$MINUTES DEADLINE=$DEADLINE EVAL_RESERVE=$EVAL_RESERVE" \
-    "SAVE_EVERY=$SAVE_EVERY LATE_MODES=$LATE_MODES LONG=$LONG RUN=$RUN host $(hostname)"
+    "SAVE_EVERY=$SAVE_EVERY LATE_MODES=$LATE_MODES LONG=$LONG RUN=$RUN host ${HOSTNAME:-?}"
   cd "$RUN/src" || exit 1
   "$PYTHON" -c 'import torch, sys; print("python", sys.version.split()[0], "torch",
 torch.__version__, "cuda", torch.cuda.is_available(),
@@ -155,7 +155,12 @@ case "${1:-}" in
     rm -rf "$RUN"
     mkdir -p "$RUN/src"
     cp -a "$HERE/." "$RUN/src/"
-    setsid nohup bash "$RUN/src/lease.sh" _run > "$RUN/lease.log" 2>&1 < /dev/null &
+    if command -v setsid > /dev/null; then
+      setsid nohup bash "$RUN/src/lease.sh" _run > "$RUN/lease.log" 2>&1 < /dev/null &
+    else  # the same through Python's os.setsid
+      nohup "$PYTHON" -c 'import os, sys; os.setsid(); os.execvp("bash", ["bash"] + sys.argv[1:])' \
+        "$RUN/src/lease.sh" _run > "$RUN/lease.log" 2>&1 < /dev/null &
+    fi
     echo $! > "$RUN/pid"
     sleep "${START_WAIT:-20}"
     log "started (pid $(cat "$RUN/pid")); first lines of $RUN/lease.log:"
