@@ -5,6 +5,7 @@
 #
 #   cd .train && bash lease.sh start     # returns in seconds; the run goes on under setsid
 #   cd .train && bash lease.sh poll      # progress; once done, the results into $OUT
+#   cd .train && bash lease.sh finish    # end training now: evaluate, export, DONE as usual
 #   cd .train && bash lease.sh export    # only after a FAILED export: export ckpt.pt again
 #
 # `start` copies this folder to $RUN/src (a later call that carries .train again replaces
@@ -87,7 +88,8 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
   stage train timeout -k 30 $((DEADLINE + 300)) "$PYTHON" train_long.py \
     --tokenizer tokenizer-digits.json --data data --out "$RUN/out" $COMPILE \
     --minutes "$MINUTES" --deadline "$DEADLINE" --eval-reserve "$EVAL_RESERVE" \
-    --save-every "$SAVE_EVERY" --late-mode-weights "$LATE_MODES" ${TRAIN_ARGS:-}
+    --save-every "$SAVE_EVERY" --late-mode-weights "$LATE_MODES" --stop-file "$RUN/STOP" \
+    ${TRAIN_ARGS:-}
   stage export do_export
   echo "done at $(date -u +%FT%TZ), $(($(date +%s) - $(cat "$RUN/STARTED"))) s" > "$RUN/DONE"
   log "DONE"
@@ -172,6 +174,11 @@ case "${1:-}" in
   poll)
     poll
     ;;
+  finish)  # training ends at its next step; evaluation and export follow as usual
+    touch "$RUN/STOP"
+    log "asked the run to finish early ($RUN/STOP)"
+    poll
+    ;;
   export)  # a second try at the export, in the foreground (about a minute)
     rm -f "$RUN/FAILED" "$RUN/DONE"
     (stage export do_export
@@ -180,7 +187,7 @@ case "${1:-}" in
     poll
     ;;
   *)
-    echo "usage: bash lease.sh start|poll|export" >&2
+    echo "usage: bash lease.sh start|poll|finish|export" >&2
     exit 2
     ;;
 esac

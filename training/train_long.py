@@ -265,6 +265,8 @@ def main():
     p.add_argument("--save-every", type=float, default=0,
                    help="also write ckpt.pt every N s of wall time (a cut-short run can "
                         "still be exported)")
+    p.add_argument("--stop-file", type=Path,
+                   help="when this file appears, end training early (then save and evaluate)")
     p.add_argument("--value-weight", type=float, default=4.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=200)
@@ -508,7 +510,11 @@ def main():
             last_save = time.time()
             log(f"saved {args.out / 'ckpt.pt'} at step {state['step']}")
         late = args.deadline and time.time() - START >= args.deadline - args.eval_reserve
-        if state["trained"] >= budget or late or (args.max_steps and piece_steps >= args.max_steps):
+        stop = args.stop_file is not None and args.stop_file.exists()
+        if stop:
+            log(f"{args.stop_file} exists: ending training at step {state['step']}")
+        if (state["trained"] >= budget or late or stop
+                or (args.max_steps and piece_steps >= args.max_steps)):
             break
 
     log(f"piece done: step {state['step']}, {state['trained']:.0f}s of optimisation in all, "
