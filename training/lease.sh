@@ -48,6 +48,9 @@ OUT=${OUT:-/tmp/gistmem-train-out}
 LATE_MODES=${LATE_MODES:-full:0.2,r4:0.25,r8:0.4,r16:0.15}
 
 log() { echo "[lease $(date -u +%H:%M:%S)] $*"; }
+# Without coreutils' timeout (an image without it): run with no limit (our calls are
+# `timeout -k K LIMIT command...`).
+command -v timeout > /dev/null || timeout() { shift 3; "$@"; }
 
 stage() {  # stage NAME COMMAND...: runs it, or writes FAILED and exits
   local name=$1
