@@ -90,25 +90,37 @@ class Pipeline:
         self.phase = None
         self.q = queue.Queue(maxsize=4096)
         self.counter = 0
+        self.closed = False
         threading.Thread(target=self._run, daemon=True).start()
+
+    def close(self, timeout: float = 10):
+        """Stops the feeding thread and terminates the workers (bounded by `timeout`)."""
+        self.closed = True
+        ender = threading.Thread(target=self.pool.terminate, daemon=True)
+        ender.start()
+        ender.join(timeout)
 
     def set_phase(self, phase):
         self.phase = phase
 
     def _run(self):
         pending = []
-        while True:
+        while not self.closed:
             phase = self.phase
             if phase is None:
                 time.sleep(0.05)
                 continue
-            while len(pending) < self.depth:
-                self.counter += 1
-                task = (self.seed * 1000003 + self.counter, phase["t"], phase["rows_per_task"],
-                        phase["share"], phase["prose"])
-                pending.append((phase["name"], self.pool.apply_async(gen_rows, (task,))))
-            name, result = pending.pop(0)
-            for row in result.get():
+            try:
+                while len(pending) < self.depth:
+                    self.counter += 1
+                    task = (self.seed * 1000003 + self.counter, phase["t"],
+                            phase["rows_per_task"], phase["share"], phase["prose"])
+                    pending.append((phase["name"], self.pool.apply_async(gen_rows, (task,))))
+                name, result = pending.pop(0)
+                rows = result.get()
+            except ValueError:  # the pool was closed under us: the run is ending
+                return
+            for row in rows:
                 self.q.put((name, row))
 
     def rows(self, phase, count):
@@ -543,6 +555,7 @@ def main():
         "history": state["history"], "args": {k: str(v) for k, v in vars(args).items()}},
         indent=1))
     log("wrote metrics.json")
+    pipe.close()  # quietly: left alone, each worker dies on a broken pipe with a traceback
     os._exit(0)  # the worker pool and its feeding thread
 
 
