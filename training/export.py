@@ -142,6 +142,7 @@ def long_ids(tok, specials, n: int):
 def write_long_fixture(hf_model, tok, specials, gist, name, n: int, into: Path):
     """transformers' logits at every 128th position (and the last) of an n-token stream, full
     causal and in the default gist mode: RoPE and attention far from position 0."""
+    into.mkdir(parents=True, exist_ok=True)
     mode = export_modes(gist)[f"r{gist['default_ratio']}"]
     raw_full = long_ids(tok, specials, n)
     raw_gist = raw_full[:gist_mask.raw_budget(n, mode.ratio)]
