@@ -49,6 +49,17 @@ Policies (S = 4 sinks, W = 64 window raw tokens and r as in models/gistmem-tiny)
                 question starts)
 and a `prior` row: each question asked in a fresh session with no context at all (what the
 model guesses without the fact).
+
+--source heldout (issue 14): conversations from bench/recall_heldout.py instead (fact kinds,
+value shapes, phrasings and fillers that training's generators never produced; filler prose
+from the held-out documents), in buckets of ~1K, ~4K and ~16K context raw tokens (16K: at most
+12900, so that r=4 still fits 16384 positions), 6-12 facts each, all asked at the end; recall
+is also reported by distance (raw tokens from the statement to the end of the context, counted
+by the server), before and after the restart. Sinks and window come from the model's
+gist_config.json. For any model directory:
+
+    /usr/bin/python3 bench/recall_eval.py --source heldout --model models/NAME \
+        --per-cell 20 --ratios 4,8 --out bench/results/recall-heldout-NAME.json
 """
 import argparse
 import concurrent.futures
@@ -76,6 +87,7 @@ sys.path.insert(0, os.path.join(ROOT, "training"))
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 
 import dialogues  # noqa: E402  (training/dialogues.py)
+import recall_heldout  # noqa: E402  (bench/recall_heldout.py: --source heldout)
 
 from gistmem_client import GistmemClient  # noqa: E402
 from gistmem_client._stubs import pb  # noqa: E402
@@ -87,6 +99,13 @@ MAX_TOKENS = 32
 # Context raw tokens (BOS, system prompt, statements, distractors; before the first question).
 # The longest must leave room for r=4: raw + raw/4 gist positions + question + reply <= 2048.
 BUCKETS = {"500": (430, 570), "1000": (880, 1120), "1500": (1380, 1560)}
+# --source heldout (issue 14, models with 16384 positions): context bands in raw tokens and the
+# generator's target. 16K: the longest context whose r=4 stream, with question and reply,
+# still fits 16384 positions (12900 * 1.25 + ~100 < 16384).
+HELDOUT_BUCKETS = {"1K": (850, 1200), "4K": (3500, 4500), "16K": (11000, 12900)}
+HELDOUT_TARGET = {"1K": 1000, "4K": 4000, "16K": 12000}
+DISTANCES = [(0, 512, "<512"), (512, 2048, "512-2K"), (2048, 8192, "2K-8K"),
+             (8192, 1 << 30, ">=8K")]
 
 
 def generator_chars(low, high):
@@ -176,13 +195,15 @@ def split_dialogue(messages):
         system = body.pop(0)["content"].strip()
     first_q = next(i for i in range(len(body) - 1)
                    if body[i]["role"] == "user" and "value" in body[i + 1])
-    context = [{"role": m["role"], "content": m["content"].strip()} for m in body[:first_q]]
+    context = [{"role": m["role"], "content": m["content"].strip(),
+                **({"facts": m["facts"]} if "facts" in m else {})} for m in body[:first_q]]
     questions = []
     for i in range(first_q, len(body) - 1, 2):
         assert body[i]["role"] == "user" and "value" in body[i + 1]
         questions.append({"question": body[i]["content"].strip(),
                           "value": body[i + 1]["value"],
-                          "gold": body[i + 1]["content"].strip()})
+                          "gold": body[i + 1]["content"].strip(),
+                          **{k: body[i + 1][k] for k in ("fact_id", "kind") if k in body[i + 1]}})
     return system, context, questions
 
 
@@ -349,12 +370,19 @@ def size_candidates(client, generator, bucket, need, pool, deadline, tokenizer, 
         system, context, questions = candidate
         sid = client.create_session(system, policy=pb.MemoryPolicy(
             kind=pb.MemoryPolicy.FULL)).session_id
+        stated = {}  # fact id -> raw tokens once its statement is in
         for m in context:
             client.append(sid, m["content"], role=m["role"])
+            if m.get("facts"):
+                at = client.stats(sid).raw_tokens
+                stated.update({f: at for f in m["facts"]})
         raw = client.stats(sid).raw_tokens
         if not low <= raw <= high:
             client.delete_session(sid)
             return None, raw
+        for q in questions:  # raw tokens from the end of the statement to the question
+            if q.get("fact_id") in stated:
+                q["distance"] = raw - stated[q["fact_id"]]
         return sid, raw
 
     while len(kept) < need and time.time() < deadline:
@@ -427,6 +455,20 @@ def summarize(items, policies, choice_values):
                     cell["resume_same_stats"] = sum(
                         it["resume"][name]["stats_at_context"] ==
                         it["results"][name]["stats_at_context"] for it in rows)
+            dist = [q.get("distance") for it in rows for q in it["questions"]]
+            if name != "prior" and all(d is not None for d in dist):
+                cell["by_distance"] = {}
+                for lo, hi, label in DISTANCES:
+                    picked = [a for a, d in zip(ans, dist) if lo <= d < hi]
+                    cell["by_distance"][label] = [sum(a["recalled"] for a in picked),
+                                                  len(picked)]
+                if all("resume" in it for it in rows):
+                    res = [a for it in rows for a in it["resume"][name]["answers"]]
+                    cell["resume_by_distance"] = {}
+                    for lo, hi, label in DISTANCES:
+                        picked = [a for a, d in zip(res, dist) if lo <= d < hi]
+                        cell["resume_by_distance"][label] = [sum(a["recalled"] for a in picked),
+                                                             len(picked)]
             table[bucket]["policies"][name] = cell
     return table
 
@@ -455,6 +497,19 @@ def markdown(table, ratios):
                     if "resume_same_reply" in cell else "-")
             lines.append(f"| {name} | {cell['retained_at_context_mean']:.0f} | {acc} | {rel} | "
                          f"{res} | {same} | {cell['similarity_mean']:.3f} |")
+        with_dist = {n: c for n, c in t["policies"].items() if "by_distance" in c}
+        if with_dist:
+            lines.append("\nRecall by distance (raw tokens from the fact's statement to the "
+                         "question), before / after the restart:\n")
+            lines.append("| policy | " + " | ".join(d[2] for d in DISTANCES) + " |")
+            lines.append("| --- |" + " ---: |" * len(DISTANCES))
+            for name, cell in with_dist.items():
+                parts = []
+                for label in (d[2] for d in DISTANCES):
+                    k, n = cell["by_distance"][label]
+                    after = cell.get("resume_by_distance", {}).get(label)
+                    parts.append(f"{k}/{n}" + (f" / {after[0]}/{after[1]}" if after else ""))
+                lines.append(f"| {name} | " + " | ".join(parts) + " |")
     return "\n".join(lines)
 
 
@@ -534,7 +589,11 @@ def main():
     ap.add_argument("--server", default=os.path.join(ROOT, "build/service/gistmem-server"))
     ap.add_argument("--model", default=os.path.join(ROOT, "models/gistmem-tiny"))
     ap.add_argument("--per-cell", type=int, default=40, help="dialogues per length bucket")
-    ap.add_argument("--buckets", default=",".join(BUCKETS))
+    ap.add_argument("--buckets", default="", help="default: every bucket of --source")
+    ap.add_argument("--source", choices=["training", "heldout"], default="training",
+                    help="training: training/dialogues.py's generator, ~500-1500 tokens "
+                         "(issue 6); heldout: bench/recall_heldout.py, templates and fact "
+                         "kinds training never produced, ~1K/4K/16K tokens (issue 14)")
     ap.add_argument("--ratios", default="4,8")
     ap.add_argument("--restart", choices=["kill", "term", "none"], default="kill",
                     help="how the server is stopped before the resume questions")
@@ -556,17 +615,27 @@ def main():
     if args.report:
         report(args.report)
         return
-    buckets = args.buckets.split(",")
+    global BUCKETS, SINKS, WINDOW
+    if args.source == "heldout":
+        BUCKETS = HELDOUT_BUCKETS
+    buckets = args.buckets.split(",") if args.buckets else list(BUCKETS)
     ratios = [int(r) for r in args.ratios.split(",")]
+    gist_config = os.path.join(args.model, "gist_config.json")
+    if os.path.exists(gist_config):  # the policies use the model's trained sinks and window
+        g = json.load(open(gist_config))
+        SINKS, WINDOW = g.get("sink_tokens", SINKS), g.get("window", WINDOW)
     started = time.time()
     deadline = started + 60 * args.max_minutes
 
     docs, lists = load_generator_inputs()
     generators = {}
     for i, b in enumerate(buckets):
+        rng = random.Random(args.seed * 10 + i)
+        if args.source == "heldout":
+            generators[b] = recall_heldout.Generator(docs, lists, rng, HELDOUT_TARGET[b])
+            continue
         chars = generator_chars(*BUCKETS[b])
-        generators[b] = dialogues.Generator(docs, lists, random.Random(args.seed * 10 + i),
-                                            max_chars=chars)
+        generators[b] = dialogues.Generator(docs, lists, rng, max_chars=chars)
 
     work = tempfile.mkdtemp(prefix="gistmem-recall-")
     # A private copy of the binary: another build in the tree cannot swap it mid-run.
@@ -650,6 +719,7 @@ def main():
                         "platform": platform.platform()},
             "git_head": git_head(), "server_sha256": server_sha,
             "model": os.path.relpath(args.model, ROOT), "seed": args.seed,
+            "source": args.source,
             "buckets": {b: BUCKETS[b] for b in buckets}, "sizing": sizing,
             "per_cell_dialogues": len(items) // max(1, len(buckets)),
             "restart": {"how": args.restart, **restart},

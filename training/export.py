@@ -14,6 +14,9 @@ gist_config.json. Into --fixtures (read by tests/unit/shipped_model_test.cc):
   chat_template.json     transformers' apply_chat_template renderings and their ids
   gist_reference_case.json + gist_reference_logits.safetensors  a stream with gist tokens at
       the default ratio and its fp32 logits under gist_mask.visibility (for the gist engine)
+  long_reference_case.json + long_reference_logits.safetensors  (--long N) transformers' fp32
+      logits at every 128th position of an N-token stream, full causal and at the default
+      gist ratio (4-D mask), for RoPE and attention far from position 0
   versions.json          library versions
 Then checks: transformers loads the export, its chat rendering is the text training read, and
 its logits equal the training model's in every mode (the gist masks passed as 4-D masks).
@@ -38,7 +41,6 @@ import gist_mask
 import model as model_lib
 import tokenizer as tokenizer_lib
 
-MAX_FILE = 16 * 1024 * 1024
 # Llama-3's own template (as published with Llama-3-Instruct, but honouring
 # add_generation_prompt): gistmem's C++ RenderChat reproduces it (model/tokenizer).
 CHAT_TEMPLATE = (
@@ -75,6 +77,9 @@ TOKENIZER_STRINGS = [
 ]
 
 
+PLAIN_STRINGS = [t for t in TOKENIZER_STRINGS if t.strip() and "<|" not in t]  # no specials
+
+
 def hf_config(c: model_lib.ModelConfig, specials: dict) -> transformers.LlamaConfig:
     return transformers.LlamaConfig(
         vocab_size=c.vocab_size, hidden_size=c.hidden_size,
@@ -89,7 +94,7 @@ def hf_config(c: model_lib.ModelConfig, specials: dict) -> transformers.LlamaCon
         rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta})
 
 
-def write_model(state, config, specials, out: Path):
+def write_model(state, config, specials, out: Path, max_shard: str):
     hf = transformers.LlamaForCausalLM(hf_config(config, specials))
     missing, unexpected = hf.load_state_dict(state, strict=False)
     assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
@@ -97,7 +102,7 @@ def write_model(state, config, specials, out: Path):
         bos_token_id=specials[tokenizer_lib.BOS],
         eos_token_id=[specials[tokenizer_lib.EOT], specials[tokenizer_lib.EOS]],
         pad_token_id=specials[tokenizer_lib.EOS])
-    hf.to(torch.bfloat16).save_pretrained(out, max_shard_size="12MB")
+    hf.to(torch.bfloat16).save_pretrained(out, max_shard_size=max_shard)
 
 
 def write_tokenizer(tok_path: Path, out: Path, max_len: int):
@@ -114,7 +119,58 @@ def full_causal_logits(hf_model, ids):
         return hf_model(torch.tensor([ids])).logits[0].float().contiguous()
 
 
-def write_fixtures(hf_model, hf_tok, tok, specials, gist, ours, into: Path):
+def export_modes(gist):
+    """full, r<ratio> for each of gist_config's ratios, and the window baseline."""
+    w = gist["window"]
+    out = {"full": gist_mask.Mode("full", 0, None)}
+    out.update({f"r{r}": gist_mask.Mode(f"r{r}", r, w) for r in gist["ratios"]})
+    out["window"] = gist_mask.Mode("window", 0, w)
+    return out
+
+
+def long_ids(tok, specials, n: int):
+    """n token ids: BOS, then prose with varied numbers (not one passage repeated) and no
+    special tokens (a raw token with the gist id would confuse an engine's test)."""
+    rng = random.Random(16)
+    ids = [specials[tokenizer_lib.BOS]]
+    while len(ids) < n:
+        text = f" {PROSE} Entry {rng.randrange(10 ** 6)} of {rng.choice(PLAIN_STRINGS)}"
+        ids += tok.encode(text, add_special_tokens=False).ids
+    return ids[:n]
+
+
+def write_long_fixture(hf_model, tok, specials, gist, name, n: int, into: Path):
+    """transformers' logits at every 128th position (and the last) of an n-token stream, full
+    causal and in the default gist mode: RoPE and attention far from position 0."""
+    into.mkdir(parents=True, exist_ok=True)
+    mode = export_modes(gist)[f"r{gist['default_ratio']}"]
+    raw_full = long_ids(tok, specials, n)
+    raw_gist = raw_full[:gist_mask.raw_budget(n, mode.ratio)]
+    stream, is_gist, _ = gist_mask.build_stream(raw_gist, mode, gist["gist_token_id"])
+    positions = sorted(set(range(0, n, 128)) | {n - 1})
+    m = stream.shape[0]  # <= n: the most raw tokens whose stream fits
+    gist_positions = sorted(set(range(0, m, 128)) | {m - 1})
+    full = full_causal_logits(hf_model, raw_full)[positions]
+    gisted = gist_mask.hf_stream_logits(hf_model, stream, is_gist, mode,
+                                        gist["sink_tokens"])[gist_positions]
+    save_file({"logits_full": full.contiguous(), "logits_gist": gisted.contiguous()},
+              str(into / "long_reference_logits.safetensors"))
+    (into / "long_reference_case.json").write_text(json.dumps({
+        "what": f"fp32 logits from transformers (CPU, eager) of models/{name}: `full_tokens` "
+                "(n tokens) under full causal attention at `positions` (logits_full), and "
+                "`gist_stream` (at most n) under gist_mask.visibility for `mode` at "
+                "`gist_positions` (logits_gist; the mask passed as a 4-D additive mask); "
+                "token i at position i",
+        "n": n, "mode": {"name": mode.name, "ratio": mode.ratio, "window": gist["window"],
+                         "sink": gist["sink_tokens"]},
+        "positions": positions, "gist_positions": gist_positions, "full_tokens": raw_full,
+        "gist_stream": stream.tolist(),
+        "is_gist": is_gist.int().tolist(),
+        "logits": "long_reference_logits.safetensors: logits_full, logits_gist "
+                  "[positions, vocab]"}) + "\n")
+
+
+def write_fixtures(hf_model, hf_tok, tok, specials, gist, ours, into: Path, name: str):
     into.mkdir(parents=True, exist_ok=True)
     prose = tok.encode(PROSE, add_special_tokens=False).ids
     chat_text = hf_tok.apply_chat_template(CHATS[0][0], tokenize=False,
@@ -136,14 +192,14 @@ def write_fixtures(hf_model, hf_tok, tok, specials, gist, ours, into: Path):
     save_file(tensors, str(into / "reference_logits.safetensors"))
     (into / "reference_cases.json").write_text(json.dumps({
         "what": "fp32 logits [tokens, vocab] from transformers (CPU, eager attention, full "
-                "causal, positions 0..n-1) of models/gistmem-tiny read back as fp32",
+                f"causal, positions 0..n-1) of models/{name} read back as fp32",
         "cases": cases}, indent=1) + "\n")
 
     tcases = [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids}
               for t in TOKENIZER_STRINGS]
     (into / "tokenizer_cases.json").write_text(json.dumps(
         {"what": "tokenizers' Tokenizer.encode(text, add_special_tokens=False).ids with "
-                 "models/gistmem-tiny/tokenizer.json", "cases": tcases},
+                 f"models/{name}/tokenizer.json", "cases": tcases},
         ensure_ascii=False, indent=1) + "\n")
 
     rows = []
@@ -155,10 +211,10 @@ def write_fixtures(hf_model, hf_tok, tok, specials, gist, ours, into: Path):
                          "ids": tok.encode(text, add_special_tokens=False).ids})
     (into / "chat_template.json").write_text(json.dumps(
         {"what": "apply_chat_template(messages, tokenize=False, add_generation_prompt) of "
-                 "models/gistmem-tiny and the ids of that text", "rows": rows},
+                 f"models/{name} and the ids of that text", "rows": rows},
         ensure_ascii=False, indent=1) + "\n")
 
-    mode = gist_mask.modes(gist["window"])[f"r{gist['default_ratio']}"]
+    mode = export_modes(gist)[f"r{gist['default_ratio']}"]
     long_raw = (raw + prose * 3)[:150]  # past the window: raw entries leave it
     logits, stream, is_gist = gist_mask.stream_logits(ours, long_raw, mode,
                                                       gist["gist_token_id"], gist["sink_tokens"])
@@ -202,7 +258,7 @@ def check_chat_rendering(hf_tok):
 def compare_modes(ours, hf_model, raw_ids, gist):
     """Max |logit difference| per mode between the training model and transformers."""
     diffs = {}
-    for mode in gist_mask.modes(gist["window"]).values():
+    for mode in export_modes(gist).values():
         logits, stream, is_gist = gist_mask.stream_logits(ours, raw_ids, mode,
                                                           gist["gist_token_id"],
                                                           gist["sink_tokens"])
@@ -219,8 +275,15 @@ def main():
     p.add_argument("--tokenizer", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--fixtures", type=Path)
+    p.add_argument("--name", help="the model's name in the fixtures' descriptions "
+                                  "(default: --out's folder name)")
+    p.add_argument("--max-shard", default="12MB", help="save_pretrained's max_shard_size")
+    p.add_argument("--max-file-mib", type=float, default=16, help="the file size check")
+    p.add_argument("--long", type=int, default=0,
+                   help="also write the long fixture (stream of N tokens); 0 = none")
     args = p.parse_args()
     torch.manual_seed(0)
+    name = args.name or args.out.name
     ckpt = torch.load(args.ckpt, map_location="cpu")
     config = model_lib.ModelConfig(**ckpt["config"])
     gist = ckpt["gist"]
@@ -233,7 +296,7 @@ def main():
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
-    write_model(state, config, specials, args.out)
+    write_model(state, config, specials, args.out, args.max_shard)
     write_tokenizer(args.tokenizer, args.out, config.max_position_embeddings)
     (args.out / "gist_config.json").write_text(json.dumps(gist, indent=1) + "\n")
     files = sorted((f.name, f.stat().st_size) for f in args.out.iterdir())
@@ -252,8 +315,8 @@ def main():
             return None
 
     def sizes():
-        big = [f"{n} ({s} bytes)" for n, s in files if s > MAX_FILE]
-        assert not big, f"over 16 MiB: {big}"
+        big = [f"{n} ({s} bytes)" for n, s in files if s > args.max_file_mib * 2 ** 20]
+        assert not big, f"over {args.max_file_mib} MiB: {big}"
 
     check("file sizes", sizes)
     ours = model_lib.GistLlama(config)
@@ -272,7 +335,10 @@ def main():
         check("logits per mode equal training's", compare_modes, ours, hf_model, raw, gist)
     if args.fixtures and hf_model is not None and hf_tok is not None:
         check("fixtures written", write_fixtures, hf_model, hf_tok, tok, specials, gist, ours,
-              args.fixtures)
+              args.fixtures, name)
+        if args.long:
+            check(f"long fixture ({args.long} tokens) written", write_long_fixture, hf_model,
+                  tok, specials, gist, name, args.long, args.fixtures)
     print(f"export checks: {len(failures)} failed {failures}")
     return 1 if failures else 0
 

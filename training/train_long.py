@@ -90,25 +90,37 @@ class Pipeline:
         self.phase = None
         self.q = queue.Queue(maxsize=4096)
         self.counter = 0
+        self.closed = False
         threading.Thread(target=self._run, daemon=True).start()
+
+    def close(self, timeout: float = 10):
+        """Stops the feeding thread and terminates the workers (bounded by `timeout`)."""
+        self.closed = True
+        ender = threading.Thread(target=self.pool.terminate, daemon=True)
+        ender.start()
+        ender.join(timeout)
 
     def set_phase(self, phase):
         self.phase = phase
 
     def _run(self):
         pending = []
-        while True:
+        while not self.closed:
             phase = self.phase
             if phase is None:
                 time.sleep(0.05)
                 continue
-            while len(pending) < self.depth:
-                self.counter += 1
-                task = (self.seed * 1000003 + self.counter, phase["t"], phase["rows_per_task"],
-                        phase["share"], phase["prose"])
-                pending.append((phase["name"], self.pool.apply_async(gen_rows, (task,))))
-            name, result = pending.pop(0)
-            for row in result.get():
+            try:
+                while len(pending) < self.depth:
+                    self.counter += 1
+                    task = (self.seed * 1000003 + self.counter, phase["t"],
+                            phase["rows_per_task"], phase["share"], phase["prose"])
+                    pending.append((phase["name"], self.pool.apply_async(gen_rows, (task,))))
+                name, result = pending.pop(0)
+                rows = result.get()
+            except ValueError:  # the pool was closed under us: the run is ending
+                return
+            for row in rows:
                 self.q.put((name, row))
 
     def rows(self, phase, count):
@@ -259,6 +271,14 @@ def main():
     p.add_argument("--max-steps", type=int, default=0)
     p.add_argument("--phases", default="0.35:2048:32:0.5-0.95:0.05,1.0:16384:4:0.1-0.5:0.15")
     p.add_argument("--mode-weights", default="full:0.4,r4:0.2,r8:0.25,r16:0.15")
+    p.add_argument("--late-mode-weights", default="",
+                   help="mode weights from the second phase on (default: --mode-weights); "
+                        "the same modes in the same order")
+    p.add_argument("--save-every", type=float, default=0,
+                   help="also write ckpt.pt every N s of wall time (a cut-short run can "
+                        "still be exported)")
+    p.add_argument("--stop-file", type=Path,
+                   help="when this file appears, end training early (then save and evaluate)")
     p.add_argument("--value-weight", type=float, default=4.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=200)
@@ -373,9 +393,18 @@ def main():
     step_model = torch.compile(model) if args.compile else model
     cache = flexmask.MaskCache(SINK, device, compact=not args.no_compact,
                                dense=args.attn == "dense")
-    names = [kv.split(":")[0] for kv in args.mode_weights.split(",")]
-    weights = np.asarray([float(kv.split(":")[1]) for kv in args.mode_weights.split(",")])
-    weights = weights / weights.sum()
+    def parse_weights(text):
+        names = [kv.split(":")[0] for kv in text.split(",")]
+        w = np.asarray([float(kv.split(":")[1]) for kv in text.split(",")])
+        assert all(m in MODES for m in names) and (w >= 0).all() and w.sum() > 0, text
+        return names, w / w.sum()
+
+    names, early_weights = parse_weights(args.mode_weights)
+    late_weights = early_weights
+    if args.late_mode_weights:
+        late_names, late_weights = parse_weights(args.late_mode_weights)
+        assert late_names == names, "--late-mode-weights: the modes of --mode-weights, in order"
+    weights = early_weights
     mode_rng = np.random.default_rng(args.seed + state["step"])
     budget = args.minutes * 60
     L, HD = config.num_hidden_layers, config.num_attention_heads * config.head_dim
@@ -385,6 +414,18 @@ def main():
             if progress < ph["until"]:
                 return ph
         return phases[-1]
+
+    gist = {"gist_token_id": gist_id, "ratios": [4, 8, 16], "default_ratio": 8,
+            "sink_tokens": SINK, "window": WINDOW}
+
+    def save_ckpt():
+        """bf16 weights in export.py's format; written to a temporary name, then renamed."""
+        bf16 = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
+        tmp = args.out / "ckpt.pt.tmp"
+        torch.save({"model": {k: v.cpu() for k, v in bf16.items()}, "config": config.to_dict(),
+                    "gist": gist, "train_seq": args.max_positions, "step": state["step"]}, tmp)
+        os.replace(tmp, args.out / "ckpt.pt")
+        return bf16
 
     def step_fn(ids, mask, labels, vals, lr):
         for group in optimizer.param_groups:
@@ -414,14 +455,16 @@ def main():
     seen = set()
     phase = None
     piece_steps = 0
+    last_save = time.time()
     while True:
         progress = state["trained"] / budget
         ph = phase_at(progress)
         if phase is not ph:
             phase = ph
             pipe.set_phase(ph)
+            weights = early_weights if ph is phases[0] else late_weights
             log(f"phase {ph['name']}: T {ph['t']}, batch {ph['batch']}, fact share {ph['share']}, "
-                f"prose rows {ph['prose']}")
+                f"prose rows {ph['prose']}, modes {dict(zip(names, weights.round(3).tolist()))}")
         mode = names[mode_rng.choice(len(names), p=weights)]
         ratio = MODES[mode]
         t, bsz = ph["t"], ph["batch"]
@@ -474,8 +517,16 @@ def main():
             acc_sum.zero_()
             acc_n = [0] * len(names)
             window_tokens, window_flops, window_time = 0, 0.0, 0.0
+        if args.save_every and time.time() - last_save >= args.save_every:
+            save_ckpt()
+            last_save = time.time()
+            log(f"saved {args.out / 'ckpt.pt'} at step {state['step']}")
         late = args.deadline and time.time() - START >= args.deadline - args.eval_reserve
-        if state["trained"] >= budget or late or (args.max_steps and piece_steps >= args.max_steps):
+        stop = args.stop_file is not None and args.stop_file.exists()
+        if stop:
+            log(f"{args.stop_file} exists: ending training at step {state['step']}")
+        if (state["trained"] >= budget or late or stop
+                or (args.max_steps and piece_steps >= args.max_steps)):
             break
 
     log(f"piece done: step {state['step']}, {state['trained']:.0f}s of optimisation in all, "
@@ -485,11 +536,7 @@ def main():
         f"of {args.peak_tflops:.0f} TFLOP/s")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
                 "config": config.to_dict()}, args.out / "state.pt")
-    bf16 = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
-    gist = {"gist_token_id": gist_id, "ratios": [4, 8, 16], "default_ratio": 8,
-            "sink_tokens": SINK, "window": WINDOW}
-    torch.save({"model": {k: v.cpu() for k, v in bf16.items()}, "config": config.to_dict(),
-                "gist": gist, "train_seq": args.max_positions}, args.out / "ckpt.pt")
+    bf16 = save_ckpt()
     log(f"saved {args.out / 'state.pt'} and {args.out / 'ckpt.pt'}")
     results = {}
     if not args.no_eval:
@@ -508,6 +555,7 @@ def main():
         "history": state["history"], "args": {k: str(v) for k, v in vars(args).items()}},
         indent=1))
     log("wrote metrics.json")
+    pipe.close()  # quietly: left alone, each worker dies on a broken pipe with a traceback
     os._exit(0)  # the worker pool and its feeding thread
 
 
