@@ -54,7 +54,7 @@ say "$(nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,utili
 say "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), cuBLASLt ${cublas:-none}"
 
 # Per binary: the limit (s). The side-by-side test runs a CPU reference for every sequence.
-declare -A limit=([cuda_side_by_side_test]=120 [cuda_engine_test]=60 [cuda_transformer_test]=60)
+declare -A limit=([cuda_side_by_side_test]=150 [cuda_engine_test]=60 [cuda_transformer_test]=60)
 for bin in "$dir"/tests/*_test; do
   name=$(basename "$bin")
   run "${limit[$name]:-45}" "$tests_log" "$name" "$bin"
@@ -71,11 +71,12 @@ for bin in "$dir"/tests/*_test; do
   ((rc == 125)) && status=SKIP
   say "$(printf '%-7s %-30s %3s passed %3s failed %4ss%s' "$status" "$name" "${passed:-0}" \
     "${failed:-0}" "$last_s" "${worst:+, worst row-relative logit error $worst}")"
-  grep -E '^\[  FAILED  \] [A-Za-z]' <<<"$section" | sort -u | head -8 | sed 's/^/          /' |
-    tee -a "$summary"
+  grep -E '^\[  FAILED  \] [A-Za-z]' <<<"$section" | sed -E 's/ \([0-9]+ ms\)$//; s/, where GetParam.*//' |
+    sort -u | head -6 | sed 's/^\[  FAILED  \]/          failed:/' | tee -a "$summary"
 done
 # The new tests' own summaries (sampler agreement, side-by-side per batch size and policy).
-grep -hE '^vocab [0-9]+:|^batch +[0-9]+ |^all: next token' "$tests_log" | tee -a "$summary"
+grep -hE '^vocab [0-9]+:|^batch +[0-9]+ |^all: next token|slots x +[0-9]+ rows,' "$tests_log" |
+  tee -a "$summary"
 
 # Sanitizers on subsets that stay short (the 128256-vocab sampler case and the 64-sequence
 # attention case take minutes under the tools).
@@ -83,39 +84,41 @@ if [ -z "$sanitizer" ]; then
   say "FAIL    compute-sanitizer not found"; failures=$((failures + 1))
 else
   T=$dir/tests
-  # sanitize TOOL CASE...: each CASE is "binary [gtest args]".
+  # sanitize CASE...: each CASE is "tool binary [gtest args]"; the most needed first, since
+  # the budget may end the list.
   sanitize() {
-    local tool=$1 c name args rc section found status; shift
+    local c tool name args rc section found status
     for c in "$@"; do
-      read -r name args <<<"$c"
+      read -r tool name args <<<"$c"
       if [ ! -x "$T/$name" ]; then
         say "FAIL    $tool $name: binary missing"; failures=$((failures + 1)); continue
       fi
+      set -f  # the gtest filters are not file patterns
       # shellcheck disable=SC2086
-      run 45 "$out/$tool.log" "$tool $c" "$sanitizer" --tool "$tool" --print-limit 10 \
+      run 45 "$out/$tool.log" "$c" "$sanitizer" --tool "$tool" --print-limit 10 \
         --error-exitcode 99 "$T/$name" $args
+      set +f
       rc=$last_rc
-      section=$(awk -v n="===== $tool $c (" 'index($0, n) == 1 {on = 1; next} on && /^===== / {on = 0} on' \
+      section=$(awk -v n="===== $c (" 'index($0, n) == 1 {on = 1; next} on && /^===== / {on = 0} on' \
         "$out/$tool.log")
       found=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' <<<"$section" | tail -1)
       status=PASS
       if ((rc != 0)); then status=FAIL; failures=$((failures + 1)); fi
       ((rc == 124 || rc == 137)) && status=TIMEOUT
       ((rc == 125)) && status=SKIP
-      say "$(printf '%-7s %-9s %-58s %4ss  %s' "$status" "$tool" "$c" "$last_s" "${found:-no summary}")"
+      say "$(printf '%-7s %-68s %4ss  %s' "$status" "$c" "$last_s" "${found:-no summary}")"
     done
   }
-  sanitize memcheck \
-    "cuda_sampler_test --gtest_filter=*/0:DeviceSamplerErrors.*" \
-    "cuda_policy_reference_test --gtest_filter=*/2:*Document*" \
-    "cuda_shipped_gist_test" \
-    "cuda_engine_test --gtest_filter=*PageRows*:*EveryPolicy*" \
-    "cuda_paged_attention_test" \
-    "cuda_transformer_test --gtest_filter=*qwen2*"
-  sanitize racecheck \
-    "cuda_sampler_test --gtest_filter=*/0" \
-    "cuda_paged_attention_test --gtest_filter=-*SixtyFour*" \
-    "cuda_rms_norm_test"
+  sanitize \
+    "memcheck cuda_sampler_test --gtest_filter=*/0:DeviceSamplerErrors.*" \
+    "racecheck cuda_sampler_test --gtest_filter=*/0" \
+    "memcheck cuda_policy_reference_test --gtest_filter=*/2:*Document*" \
+    "memcheck cuda_shipped_gist_test" \
+    "racecheck cuda_paged_attention_test --gtest_filter=-*SixtyFour*" \
+    "memcheck cuda_engine_test --gtest_filter=*PageRows*:*EveryPolicy*" \
+    "memcheck cuda_paged_attention_test" \
+    "memcheck cuda_transformer_test --gtest_filter=*qwen2*" \
+    "racecheck cuda_rms_norm_test"
 fi
 say "done in $((SECONDS - start))s: $failures failure(s); logs: $out/{summary.txt,tests.log,memcheck.log,racecheck.log}"
 rm -rf "$dir"
