@@ -95,6 +95,46 @@ double UniformUnit(std::mt19937_64& rng) {
   return static_cast<double>(rng() >> 11) * 0x1.0p-53;
 }
 
+// The pick after the checks: penalty, greedy or the filtered softmax's inverse CDF at `uniform`.
+int32_t Pick(const SamplingParams& params, std::span<const float> logits,
+             std::span<const int32_t> previous_tokens, double uniform) {
+  std::vector<float> scores(logits.begin(), logits.end());
+  if (params.repetition_penalty != 1.f) {
+    PenalizeRepeats(scores, previous_tokens, params.repetition_penalty);
+  }
+  if (params.temperature == 0.f) return Argmax(scores);
+
+  const bool filtered = params.top_k > 0 || params.top_p < 1.f;
+  std::vector<int32_t> candidates;
+  if (filtered) {
+    candidates = ByDecreasingScore(scores);
+    KeepTopK(candidates, scores, params.top_k);
+  } else {
+    candidates.resize(scores.size());  // no filter: id order, no sort needed
+    std::iota(candidates.begin(), candidates.end(), 0);
+  }
+  std::vector<double> probs = Probabilities(candidates, scores, params.temperature);
+  if (params.top_p < 1.f) {
+    const size_t keep = TopPCount(probs, params.top_p);
+    candidates.resize(keep);
+    probs.resize(keep);
+  }
+
+  // Inverse CDF over the kept candidates; their mass is renormalized by scaling the draw.
+  const double total = std::accumulate(probs.begin(), probs.end(), 0.0);
+  const double target = uniform * total;
+  double cumulative = 0;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    cumulative += probs[i];
+    if (target < cumulative) return candidates[i];
+  }
+  // Rounding left the draw past the last sum: the last candidate with any mass.
+  for (size_t i = candidates.size(); i-- > 0;) {
+    if (probs[i] > 0) return candidates[i];
+  }
+  return candidates.front();
+}
+
 }  // namespace
 
 std::string SamplingParams::Validate() const {
@@ -118,43 +158,23 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
   }
 }
 
+double Sampler::DrawUniform() {
+  return UniformUnit(rng_);
+}
+
 int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> previous_tokens) {
+  CheckLogits(logits);  // before the draw: a bad row draws nothing
+  const double uniform = params_.temperature == 0.f ? 0.0 : DrawUniform();
+  return Pick(params_, logits, previous_tokens, uniform);
+}
+
+int32_t SampleWithUniform(const SamplingParams& params, std::span<const float> logits,
+                          std::span<const int32_t> previous_tokens, double uniform) {
+  if (const std::string error = params.Validate(); !error.empty()) {
+    throw std::invalid_argument(error);
+  }
   CheckLogits(logits);
-  std::vector<float> scores(logits.begin(), logits.end());
-  if (params_.repetition_penalty != 1.f) {
-    PenalizeRepeats(scores, previous_tokens, params_.repetition_penalty);
-  }
-  if (params_.temperature == 0.f) return Argmax(scores);
-
-  const bool filtered = params_.top_k > 0 || params_.top_p < 1.f;
-  std::vector<int32_t> candidates;
-  if (filtered) {
-    candidates = ByDecreasingScore(scores);
-    KeepTopK(candidates, scores, params_.top_k);
-  } else {
-    candidates.resize(scores.size());  // no filter: id order, no sort needed
-    std::iota(candidates.begin(), candidates.end(), 0);
-  }
-  std::vector<double> probs = Probabilities(candidates, scores, params_.temperature);
-  if (params_.top_p < 1.f) {
-    const size_t keep = TopPCount(probs, params_.top_p);
-    candidates.resize(keep);
-    probs.resize(keep);
-  }
-
-  // Inverse CDF over the kept candidates; their mass is renormalized by scaling the draw.
-  const double total = std::accumulate(probs.begin(), probs.end(), 0.0);
-  const double target = UniformUnit(rng_) * total;
-  double cumulative = 0;
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    cumulative += probs[i];
-    if (target < cumulative) return candidates[i];
-  }
-  // Rounding left the draw past the last sum: the last candidate with any mass.
-  for (size_t i = candidates.size(); i-- > 0;) {
-    if (probs[i] > 0) return candidates[i];
-  }
-  return candidates.front();
+  return Pick(params, logits, previous_tokens, uniform);
 }
 
 }  // namespace gistmem::model

@@ -20,6 +20,12 @@ struct SamplingParams {
   std::string Validate() const;
 };
 
+// Sample()'s pick for one row with the uniform draw given instead of drawn (ignored when
+// greedy): what a backend sampling elsewhere must match, and how a test finds whether a
+// different token came from a draw at a rounding boundary. Throws as Sample().
+int32_t SampleWithUniform(const SamplingParams& params, std::span<const float> logits,
+                          std::span<const int32_t> previous_tokens, double uniform);
+
 class Sampler {
  public:
   // Throws std::invalid_argument with Validate()'s message on invalid params.
@@ -31,6 +37,11 @@ class Sampler {
   // params and the same sequence of inputs give the same tokens, so a session can be replayed.
   // Throws std::invalid_argument for empty logits, NaN or +inf, or no finite logit.
   int32_t Sample(std::span<const float> logits, std::span<const int32_t> previous_tokens);
+
+  // Draws the one uniform in [0, 1) that Sample() would draw for a sampling (non-greedy) row,
+  // advancing the same state: a backend that samples elsewhere (cuda::DeviceSampler) takes it,
+  // so the session's draws stay the CPU's. Greedy rows must not call it (Sample draws none).
+  double DrawUniform();
 
  private:
   SamplingParams params_;

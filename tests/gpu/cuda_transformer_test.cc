@@ -6,9 +6,10 @@
 //
 // Tolerance: the GPU rounds weights, K/V and every GEMM input to bf16 (2^-9 relative each)
 // and keeps the residual stream and accumulations in fp32. Over two layers and the LM head that
-// gives errors of about 1e-2 of the logit scale; we require max |logit diff| <= 5e-2 of the row's
-// largest |logit| (the fixture test's "row-relative error"), and the same top-1 token on every
-// row unless the reference's top two are closer than that tolerance (a tie bf16 cannot resolve).
+// gives errors of about 1e-2 of the logit scale; we require max |logit diff| <= a per-model bound
+// (ToleranceFor: 2.5e-2 / 3.5e-2 / 5e-2 of the row's largest |logit|, the fixture test's
+// "row-relative error", about 1.5x the worst seen on the H200), and the same top-1 token on every
+// row unless the reference's top two are within 1% of the row's scale (a tie bf16 cannot resolve).
 #include "model/backend/cuda/cuda_transformer.h"
 
 #include <gtest/gtest.h>
@@ -36,11 +37,9 @@
 namespace gistmem::cuda {
 namespace {
 
-constexpr double kTolerance = 5e-2;
-
 std::filesystem::path ModelsDir() {
   if (const char* dir = std::getenv("GISTMEM_FIXTURES")) return dir;
-  return std::filesystem::path(GISTMEM_SOURCE_DIR) / "tests/fixtures/models";
+  return testing::SourceRoot() / "tests/fixtures/models";
 }
 
 struct ReferenceCase {
@@ -63,31 +62,27 @@ std::vector<ReferenceCase> LoadCases(const std::filesystem::path& dir) {
   return result;
 }
 
-// Row-relative error (max |diff| / max |want| per row, worst row) and top-1 agreement.
+// The bound per fixture model, about 1.5x the worst error seen on the H200 (RESULTS.md runs 2-6:
+// llama 0.0146, qwen2 0.0221, mistral 0.0339, the f16 model with the largest logits), so a
+// regression of half the current error fails; top-1 may differ only where the reference's top
+// two are within 1% of the row's scale (below the bf16 error, which no bf16 run can resolve).
+double ToleranceFor(const std::string& model) {
+  if (model.starts_with("llama")) return 2.5e-2;
+  if (model.starts_with("qwen2")) return 3.5e-2;
+  return 5e-2;
+}
+constexpr double kTieFraction = 1e-2;
+
+std::string current_model;  // the fixture model of the running test, for CompareLogits
+
 double CompareLogits(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab,
                      const std::string& what) {
-  EXPECT_EQ(got.size(), want.size()) << what;
-  double worst = 0;
-  for (size_t row = 0; row * vocab < std::min(got.size(), want.size()); ++row) {
-    const float* g = &got[row * vocab];
-    const float* w = &want[row * vocab];
-    double diff = 0, scale = 0;
-    for (int64_t v = 0; v < vocab; ++v) {
-      diff = std::max(diff, std::fabs(double(g[v]) - w[v]));
-      scale = std::max(scale, std::fabs(double(w[v])));
-    }
-    worst = std::max(worst, diff / scale);
-    const int64_t top_got = std::max_element(g, g + vocab) - g;
-    const int64_t top_want = std::max_element(w, w + vocab) - w;
-    std::vector<float> sorted(w, w + vocab);
-    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
-    const bool tie = sorted[0] - sorted[1] < kTolerance * scale;
-    EXPECT_TRUE(top_got == top_want || tie)
-        << what << " row " << row << ": top-1 " << top_got << " vs " << top_want;
-  }
-  EXPECT_LE(worst, kTolerance) << what;
-  std::printf("%-60s max row-relative error %.3g\n", what.c_str(), worst);
-  return worst;
+  const double tolerance = ToleranceFor(current_model);
+  const testing::LogitComparison c =
+      testing::CompareLogits(got, want, vocab, what, tolerance, kTieFraction);
+  std::printf("%-56s max row-relative error %.3g (bound %.3g), top-1 same %ld/%ld\n", what.c_str(),
+              c.worst, tolerance, c.top1_same, c.rows);
+  return c.worst;
 }
 
 // The test's session KV: one pinned segment per sequence, its pages taken from a shuffled
@@ -142,6 +137,7 @@ std::vector<int32_t> Iota(int32_t begin, size_t count) {
 class CudaTransformerFixtures : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    current_model = GetParam();
     dir_ = ModelsDir() / GetParam();
     absl::StatusOr<std::unique_ptr<CudaTransformer>> model = CudaTransformer::Load(dir_);
     ASSERT_OK(model.status());
@@ -290,7 +286,8 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, CudaTransformerFixtures,
 // A memory policy's clocks through the GPU path vs the CPU reference's (EntryVisibility): a
 // window of 6 raw entries plus 2 sinks, decoded token by token on the Qwen2 fixture.
 TEST(CudaTransformerPolicy, WindowVisibilityMatchesCpu) {
-  const auto dir = ModelsDir() / "qwen2-tied-f32";
+  current_model = "qwen2-tied-f32";
+  const auto dir = ModelsDir() / current_model;
   absl::StatusOr<std::unique_ptr<CudaTransformer>> gpu = CudaTransformer::Load(dir);
   ASSERT_OK(gpu.status());
   const std::unique_ptr<model::Engine> cpu = model::LoadCpu(dir, 2);
@@ -402,7 +399,8 @@ std::vector<int32_t> RandomTokens(size_t count, int64_t vocab, std::mt19937& rng
 // the GPU's shared segment (query rotated back by rope_offset) against the CPU engine reading
 // a FrozenKv attached to a SessionKv.
 TEST(CudaTransformerShared, AttachedDocumentMatchesCpu) {
-  const auto dir = ModelsDir() / "qwen2-tied-f32";
+  current_model = "qwen2-tied-f32";
+  const auto dir = ModelsDir() / current_model;
   absl::StatusOr<std::unique_ptr<CudaTransformer>> gpu = CudaTransformer::Load(dir);
   ASSERT_OK(gpu.status());
   const std::unique_ptr<model::Engine> cpu = model::LoadCpu(dir, 2, 4);
@@ -463,7 +461,8 @@ TEST(CudaTransformerShared, AttachedDocumentMatchesCpu) {
 // decode steps that see it: against the CPU engine's pinned entry made by its page storage's
 // MeanOfSlots.
 TEST(CudaTransformerPooled, PooledEntryMatchesCpu) {
-  const auto dir = ModelsDir() / "llama-gqa-bf16";
+  current_model = "llama-gqa-bf16";
+  const auto dir = ModelsDir() / current_model;
   absl::StatusOr<std::unique_ptr<CudaTransformer>> gpu = CudaTransformer::Load(dir);
   ASSERT_OK(gpu.status());
   const std::unique_ptr<model::Engine> cpu = model::LoadCpu(dir, 2, 4);

@@ -320,6 +320,35 @@ TEST(SamplingTest, RejectsNaNPlusInfinityAndAllMinusInfinity) {
   }
 }
 
+// What a backend sampling elsewhere relies on (cuda::DeviceSampler): a twin sampler's
+// DrawUniform() gives the draws of Sample(), greedy rows draw none, and SampleWithUniform()
+// with that draw picks Sample()'s token.
+TEST(SamplingTest, DrawUniformAndSampleWithUniformReplaySample) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  for (const SamplingParams& p : {SamplingParams{.temperature = 0.8f, .top_k = 20, .seed = 9},
+                                  SamplingParams{.temperature = 1.f, .top_p = 0.7f, .seed = 10},
+                                  SamplingParams{.temperature = 0.f, .repetition_penalty = 1.5f},
+                                  SamplingParams{.temperature = 1.5f, .seed = 11}}) {
+    Sampler sampler(p), twin(p);
+    for (int step = 0; step < 50; ++step) {
+      std::vector<float> logits(300);
+      for (float& v : logits)
+        v = normal(rng);
+      const std::vector<int32_t> previous = {3, 7, 7, 250};
+      const double uniform = p.temperature == 0.f ? 0.0 : twin.DrawUniform();
+      EXPECT_GE(uniform, 0.0);
+      EXPECT_LT(uniform, 1.0);
+      const int32_t token = sampler.Sample(logits, previous);
+      EXPECT_EQ(SampleWithUniform(p, logits, previous, uniform), token) << step;
+    }
+  }
+  EXPECT_THROW(SampleWithUniform({.top_p = 0.f}, std::vector<float>{1.f}, {}, 0.5),
+               std::invalid_argument);
+  EXPECT_THROW(SampleWithUniform({}, std::vector<float>{std::nanf("")}, {}, 0.5),
+               std::invalid_argument);
+}
+
 TEST(SamplingValidateTest, DefaultsAreValid) {
   EXPECT_EQ(SamplingParams{}.Validate(), "");
   SamplingParams p = Sampled(0.7f, 3);

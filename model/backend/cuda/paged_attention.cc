@@ -121,8 +121,16 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
     const bool is_decode = d.num_rows <= options_.decode_max_rows;
     const int32_t per_cta = is_decode ? attention::kDecodeQueries : attention::kPrefillQueries;
     const int32_t qvecs = d.num_rows * group;
-    const int32_t splits =
-        static_cast<int32_t>(std::max<int64_t>(1, (lengths[s] + chunk - 1) / chunk));
+    int64_t seq_chunk = chunk;
+    int32_t splits = static_cast<int32_t>(std::max<int64_t>(1, (lengths[s] + chunk - 1) / chunk));
+    if (options_.kv_chunk <= 0 && splits > 1) {
+      // Balanced: the same number of splits, each about length / splits slots (rounded up to
+      // the tile), not full chunks and a short tail that leaves its CTAs' peers waiting.
+      seq_chunk = (lengths[s] + splits - 1) / splits;
+      seq_chunk =
+          (seq_chunk + attention::kTileSlots - 1) / attention::kTileSlots * attention::kTileSlots;
+      splits = static_cast<int32_t>((lengths[s] + seq_chunk - 1) / seq_chunk);
+    }
     for (int32_t h = 0; h < shape.num_kv_heads; ++h) {
       for (int32_t q0 = 0; q0 < qvecs; q0 += per_cta) {
         const int32_t partial_base = splits > 1 ? partials : -1;
@@ -135,8 +143,8 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
           partials += per_cta * splits;
         }
         for (int32_t split = 0; split < splits; ++split) {
-          const int64_t begin = std::min<int64_t>(lengths[s], split * chunk);
-          const int64_t end = std::min<int64_t>(lengths[s], begin + chunk);
+          const int64_t begin = std::min<int64_t>(lengths[s], split * seq_chunk);
+          const int64_t end = std::min<int64_t>(lengths[s], begin + seq_chunk);
           (is_decode ? decode : prefill)
               .push_back({static_cast<int32_t>(s), h, q0, split, splits,
                           static_cast<int32_t>(begin), static_cast<int32_t>(end), partial_base});
