@@ -44,6 +44,6 @@ cp -r "$root/clients/python/gistmem_client/_generated" "$stage/python_generated"
 (cd "$stage" && find . -type f | sort >MANIFEST)
 # Binaries first, then libraries: similar files sit next to each other in the LZMA window.
 tar -C "$stage" -cf - MANIFEST bin tests lib python_generated |
-  xz --lzma2=preset=6,dict=256MiB -T1 >"$out/bundle-service.tar.xz"
+  xz --lzma2=preset=${XZ_PRESET:-6},dict=256MiB -T1 >"$out/bundle-service.tar.xz"
 echo "$out/bundle-service.tar.xz: $(du -h "$out/bundle-service.tar.xz" | cut -f1)," \
   "${#bins[@]} binaries, $(ls "$stage/lib" | wc -l) libraries"

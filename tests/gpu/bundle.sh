@@ -13,5 +13,5 @@ skip='ld-linux|/libc\.so|/libm\.so|libstdc\+\+|libgcc_s|libpthread|/libdl\.so|/l
 for b in "${bins[@]}"; do ldd "$b" | awk '/=>/ {print $3}'; done | sort -u | grep -vE "$skip" |
   while read -r lib; do cp -L "$lib" "$stage/lib/"; done
 for extra in "$@"; do cp -r "$extra" "$stage/"; done
-tar -C "$stage" -cJf "$out/bundle.tar.xz" .
+tar -C "$stage" -cf - . | xz --lzma2=preset=${XZ_PRESET:-6},dict=128MiB -T1 >"$out/bundle.tar.xz"
 echo "$out/bundle.tar.xz: $(du -h "$out/bundle.tar.xz" | cut -f1), ${#bins[@]} binaries"
