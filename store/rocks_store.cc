@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/options.h"
 #include "rocksdb/snapshot.h"
 #include "rocksdb/write_batch.h"
@@ -18,7 +19,6 @@
 #include "store/kv_segment_codec.h"
 #include "store/page_token.h"
 #include "store/records.h"
-#include "store/rocks_logger.h"
 #include "store/rocks_status.h"
 #include "store/turn_commit_check.h"
 
@@ -68,16 +68,6 @@ absl::StatusOr<SessionRecord> DecodeSessionAt(std::string_view tenant, std::stri
   return record;
 }
 
-// KV segments are large (up to megabytes) and written once: kept in blob files, they are not
-// rewritten by every compaction of the keys around them.
-rocksdb::ColumnFamilyOptions KvFamilyOptions() {
-  rocksdb::ColumnFamilyOptions options;
-  options.enable_blob_files = true;
-  options.min_blob_size = 4096;
-  options.enable_blob_garbage_collection = true;
-  return options;
-}
-
 rocksdb::ColumnFamilyHandle* FindFamily(const std::vector<rocksdb::ColumnFamilyHandle*>& handles,
                                         std::string_view name) {
   for (rocksdb::ColumnFamilyHandle* handle : handles) {
@@ -93,20 +83,18 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(const std::filesyst
   if (!options.create_if_missing && !std::filesystem::exists(path / "CURRENT")) {
     return absl::NotFoundError(absl::StrCat("no store at ", path.string()));
   }
-  rocksdb::DBOptions db_options;
-  db_options.create_if_missing = options.create_if_missing;
-  db_options.create_missing_column_families = true;
-  db_options.paranoid_checks = true;
-  if (options.env != nullptr) db_options.env = options.env;
-  // RocksDB's info log goes through spdlog, not a LOG file of its own (store/rocks_logger.h).
-  db_options.info_log = MakeSpdlogRocksLogger();
+  auto recovery = std::make_shared<NoSpaceRecovery>();
+  const rocksdb::DBOptions db_options =
+      MakeDbOptions(options.create_if_missing, options.env, options.memory, recovery);
+  const std::shared_ptr<rocksdb::Cache> block_cache =
+      rocksdb::NewLRUCache(static_cast<size_t>(options.memory.block_cache_bytes));
 
   absl::StatusOr<std::vector<std::string>> names = FamiliesToOpen(db_options, path.string());
   if (!names.ok()) return names.status();
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const std::string& name : *names) {
-    descriptors.emplace_back(
-        name, name == kKvFamily ? KvFamilyOptions() : rocksdb::ColumnFamilyOptions());
+    descriptors.emplace_back(name,
+                             MakeFamilyOptions(name == kKvFamily, options.memory, block_cache));
   }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
@@ -116,7 +104,7 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(const std::filesyst
 
   // From here on the store owns the database, so every error path closes it.
   std::unique_ptr<RocksStore> store(
-      new RocksStore(std::unique_ptr<rocksdb::DB>(raw_db), std::move(handles)));
+      new RocksStore(std::unique_ptr<rocksdb::DB>(raw_db), std::move(handles), recovery));
   if (absl::Status marker = EnsureFormatMarker(*store->db_, store->sessions_); !marker.ok()) {
     return marker;
   }
@@ -124,13 +112,15 @@ absl::StatusOr<std::unique_ptr<RocksStore>> RocksStore::Open(const std::filesyst
 }
 
 RocksStore::RocksStore(std::unique_ptr<rocksdb::DB> db,
-                       std::vector<rocksdb::ColumnFamilyHandle*> handles)
+                       std::vector<rocksdb::ColumnFamilyHandle*> handles,
+                       std::shared_ptr<NoSpaceRecovery> recovery)
     : db_(std::move(db)),
       handles_(std::move(handles)),
       sessions_(FindFamily(handles_, kSessionsFamily)),
       transcript_(FindFamily(handles_, kTranscriptFamily)),
       kv_(FindFamily(handles_, kKvFamily)),
-      documents_(FindFamily(handles_, kDocumentsFamily)) {}
+      documents_(FindFamily(handles_, kDocumentsFamily)),
+      recovery_(std::move(recovery)) {}
 
 RocksStore::~RocksStore() {
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
@@ -198,21 +188,47 @@ absl::Status RocksStore::ScanPrefix(rocksdb::ColumnFamilyHandle* family, const s
 absl::Status RocksStore::WriteSynced(rocksdb::WriteBatch& batch, std::string_view what) {
   rocksdb::WriteOptions write_options;
   write_options.sync = true;
-  // A failed write (a full disk) leaves RocksDB refusing writes until it recovers (on its
-  // own, or when resumed): try to resume first, so that writes go on once space has returned.
-  // When it cannot (still no space, or its own recovery is under way) the write below returns
-  // the error that stops it.
-  if (write_failed_.load()) {
-    const rocksdb::Status resumed = db_->Resume();
-    if (resumed.ok()) {
-      write_failed_ = false;
-    } else {
+  // A failed write or flush (a full disk) leaves RocksDB refusing writes until it is resumed
+  // (store/rocks_options.h): resume first, so that writes go on once there is room again.
+  // When it cannot (still no space), the write below returns the error that stopped it.
+  if (recovery_->errors_seen() != resumed_through_.load()) {
+    if (const rocksdb::Status resumed = ResumeWrites(); !resumed.ok()) {
       spdlog::warn("store: writes stay stopped: {}", resumed.ToString());
     }
   }
+  KeepActiveMemtableEntry();
   const rocksdb::Status written = db_->Write(write_options, &batch);
-  if (!written.ok()) write_failed_ = true;
   return FromRocksStatus(written, what);
+}
+
+rocksdb::Status RocksStore::ResumeWrites() {
+  std::lock_guard lock(resume_mutex_);
+  const int64_t errors = recovery_->errors_seen();
+  if (errors == resumed_through_.load()) return rocksdb::Status::OK();  // another writer did
+  const rocksdb::Status resumed = db_->Resume();
+  if (resumed.ok()) {
+    resumed_through_ = errors;  // an error during or after Resume: resume again next time
+    spdlog::info("store: writes resumed");
+  }
+  return resumed;
+}
+
+void RocksStore::KeepActiveMemtableEntry() {
+  // DB::Resume flushes the memtables that hold something, and switching them starts a new
+  // write-ahead log. With every memtable empty (right after opening, or after a resume) it
+  // would switch nothing, and writes would go on in the log whose write failed, where RocksDB
+  // 7.8 asserts (WritableFileWriter keeps the error). An entry that skips the log keeps the
+  // default family's memtable from being empty.
+  rocksdb::ColumnFamilyHandle* family = db_->DefaultColumnFamily();
+  uint64_t entries = 0;
+  if (db_->GetIntProperty(family, rocksdb::DB::Properties::kNumEntriesActiveMemTable, &entries) &&
+      entries > 0) {
+    return;
+  }
+  rocksdb::WriteOptions no_log;
+  no_log.disableWAL = true;
+  // It fails only while writes are stopped, and then so does the write that follows it.
+  db_->Put(no_log, family, "gistmem:memtable-entry", "").PermitUncheckedError();
 }
 
 absl::Status RocksStore::CreateSession(const SessionRecord& record) {

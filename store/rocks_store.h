@@ -15,6 +15,7 @@
 #include "absl/functional/function_ref.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
+#include "store/rocks_options.h"
 #include "store/session_locks.h"
 #include "store/store.h"
 
@@ -25,6 +26,8 @@ struct RocksStoreOptions {
   // Where RocksDB does its file I/O (tests pass one that injects faults); must outlive the
   // store. nullptr: the default.
   rocksdb::Env* env = nullptr;
+  // RocksDB's block cache and memtables (store/rocks_options.h).
+  RocksMemoryBudget memory;
 };
 
 // What RocksStore::CheckAll found: every session and document it could name, read whole
@@ -98,7 +101,8 @@ class RocksStore final : public Store {
   // Called for each key/value under a prefix; a non-OK status stops the scan and is returned.
   using Visitor = absl::FunctionRef<absl::Status(std::string_view key, std::string_view value)>;
 
-  RocksStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles);
+  RocksStore(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
+             std::shared_ptr<NoSpaceRecovery> recovery);
 
   // The raw value, nothing when absent.
   absl::StatusOr<std::optional<std::string>> ReadValue(rocksdb::ColumnFamilyHandle* family,
@@ -112,6 +116,10 @@ class RocksStore final : public Store {
   absl::Status ScanPrefix(rocksdb::ColumnFamilyHandle* family, const std::string& prefix,
                           const rocksdb::Snapshot* snapshot, Visitor visit) const;
   absl::Status WriteSynced(rocksdb::WriteBatch& batch, std::string_view what);
+  // DB::Resume after the errors counted by recovery_.
+  rocksdb::Status ResumeWrites();
+  // An entry in the default family's active memtable, so that a resume always switches logs.
+  void KeepActiveMemtableEntry();
   // OK when transcript or KV keys of the session exist, NOT_FOUND when none do, the read's
   // error otherwise.
   absl::Status LiveDataUnder(std::string_view tenant, std::string_view session_id) const;
@@ -122,8 +130,10 @@ class RocksStore final : public Store {
   rocksdb::ColumnFamilyHandle* transcript_ = nullptr;
   rocksdb::ColumnFamilyHandle* kv_ = nullptr;
   rocksdb::ColumnFamilyHandle* documents_ = nullptr;
-  std::mutex documents_mutex_;             // a put checks and writes under it
-  std::atomic<bool> write_failed_{false};  // the last write failed: Resume before the next
+  std::mutex documents_mutex_;                 // a put checks and writes under it
+  std::shared_ptr<NoSpaceRecovery> recovery_;  // counts the errors that stopped writes
+  std::atomic<int64_t> resumed_through_{0};    // errors_seen() at the last good Resume
+  std::mutex resume_mutex_;                    // one ResumeWrites at a time
   SessionLocks locks_;
 };
 

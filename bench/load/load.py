@@ -81,6 +81,22 @@ def rss_bytes(pid):
     return None
 
 
+def weights_fp32_bytes(model_dir):
+    """The model's parameters as fp32 (how the CPU engine holds them), from the safetensors
+    headers: the first term of the server's fixed memory overhead (service/README.md)."""
+    total = 0
+    for path in sorted(pathlib.Path(model_dir).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in tensor["shape"]:
+                    count *= dim
+                total += 4 * count
+    return total
+
+
 class Server:
     """gistmem-server as a subprocess; its output is kept (last lines) for error messages."""
 
@@ -297,6 +313,9 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="write the report here too")
     parser.add_argument("--label", default="", help="a name for this run in the report")
+    parser.add_argument("--rss-overhead-mib", type=float, default=None,
+                        help="fail unless the server's RSS stays <= --max-cache-bytes + the model's "
+                             "weights as fp32 + this (service/README.md, Memory)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 unless turns completed with no error (the ctest smoke run)")
     args = parser.parse_args()
@@ -363,6 +382,10 @@ def main():
                                 if half else None),
         "rss_samples": [(round(t, 1), round(v / 2**20, 1)) for t, v in rss],
         "cache_budget_mib": args.max_cache_bytes / 2**20,
+        "weights_fp32_mib": weights_fp32_bytes(args.model) / 2**20,
+        "rss_bound_mib": (None if args.rss_overhead_mib is None else
+                          (args.max_cache_bytes + weights_fp32_bytes(args.model)) / 2**20
+                          + args.rss_overhead_mib),
         "server_exit": exit_code,
     }
     print_report(report)
@@ -370,7 +393,11 @@ def main():
         pathlib.Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     if exit_code != 0:
         print("server log tail:\n" + server.log_tail(), file=sys.stderr)
-    failed = exit_code != 0 or (args.check and (load.errors or load.turns == 0))
+    over_bound = report["rss_bound_mib"] is not None and report["rss_max_mib"] > report["rss_bound_mib"]
+    if over_bound:
+        print(f"server RSS {report['rss_max_mib']:.1f} MiB is over its bound "
+              f"{report['rss_bound_mib']:.1f} MiB", file=sys.stderr)
+    failed = exit_code != 0 or over_bound or (args.check and (load.errors or load.turns == 0))
     sys.exit(1 if failed else 0)
 
 
@@ -405,8 +432,10 @@ def print_report(r):
     half = r["rss_second_half_mib"]
     print(f"server RSS: idle {r['rss_idle_mib']:.1f} MiB, max {r['rss_max_mib']:.1f} MiB; "
           f"second half {half['first']:.1f} -> {half['last']:.1f} MiB (min {half['min']:.1f}, "
-          f"max {half['max']:.1f}); cache budget {r['cache_budget_mib']:.0f} MiB; server exit "
-          f"{r['server_exit']}")
+          f"max {half['max']:.1f}); cache budget {r['cache_budget_mib']:.0f} MiB; weights (fp32) "
+          f"{r['weights_fp32_mib']:.1f} MiB; bound "
+          f"{'none' if r['rss_bound_mib'] is None else format(r['rss_bound_mib'], '.1f')} MiB; "
+          f"server exit {r['server_exit']}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 // A turn is all or nothing: a commit refused by its checks, or one whose write fails on disk
-// (the write-ahead log reporting a full disk), leaves no trace, even after reopening.
+// (the write-ahead log reporting a full disk), leaves no trace, even after reopening; and once
+// the disk has room again the same open store writes again.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -128,6 +129,86 @@ TEST(StoreAtomicityTest, FailedWriteLeavesNothingAndSaysDiskFull) {
   EXPECT_THAT(SeqsOf(*(*reopened)->LoadKvSegments("acme", "s1")), ElementsAre(0, 1));
   // The session carries on from the last acknowledged turn.
   EXPECT_TRUE((*reopened)->CommitTurn(NextExchange(first.session)).ok());
+}
+
+// Opens a store on `file_system`, whose write-ahead log files fail while it says full.
+absl::StatusOr<std::unique_ptr<RocksStore>> OpenOn(const std::filesystem::path& db,
+                                                   rocksdb::Env* env) {
+  RocksStoreOptions options;
+  options.env = env;
+  return RocksStore::Open(db, options);
+}
+
+// Commits turns on the open store while the disk is full (each RESOURCE_EXHAUSTED, nothing
+// stored), then once it has room again (the next commit goes through, no reopening), and
+// checks the store, open and reopened, holds exactly the acknowledged turns.
+void FullThenRoomAgain(RocksStore& store, WalFullFileSystem& file_system,
+                       const TurnCommit& last_acknowledged) {
+  file_system.full = true;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const absl::Status failed = store.CommitTurn(NextExchange(last_acknowledged.session));
+    EXPECT_EQ(failed.code(), absl::StatusCode::kResourceExhausted) << failed;
+  }
+  // Reads go on meanwhile.
+  ASSERT_EQ(store.GetSession("acme", "s1")->SerializeAsString(),
+            last_acknowledged.session.SerializeAsString());
+
+  file_system.full = false;
+  const TurnCommit next = NextExchange(last_acknowledged.session);
+  const absl::Status written = store.CommitTurn(next);
+  ASSERT_TRUE(written.ok()) << written;
+  const TurnCommit after = NextExchange(next.session);
+  ASSERT_TRUE(store.CommitTurn(after).ok());
+  EXPECT_EQ(store.GetSession("acme", "s1")->SerializeAsString(), after.session.SerializeAsString());
+  const int64_t turns = after.session.turn_count();
+  EXPECT_EQ(store.LoadTranscript("acme", "s1")->size(), static_cast<size_t>(turns));
+  ASSERT_TRUE(store.CreateSession(MakeSession("acme", "s2")).ok());
+}
+
+// The acknowledged turns (2 before the full disk, 4 after it) are all there, reopened.
+void ExpectReopensWithSixTurns(const std::filesystem::path& db) {
+  absl::StatusOr<std::unique_ptr<RocksStore>> reopened = RocksStore::Open(db);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->GetSession("acme", "s1")->turn_count(), 6);
+  EXPECT_EQ((*reopened)->LoadTranscript("acme", "s1")->size(), 6u);
+  EXPECT_TRUE((*reopened)->GetSession("acme", "s2").ok());
+}
+
+TEST(StoreAtomicityTest, WritesGoOnOnceTheDiskHasRoomAgainWithoutReopening) {
+  testing::TempDir dir;
+  auto file_system = std::make_shared<WalFullFileSystem>();
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(file_system);
+  {
+    absl::StatusOr<std::unique_ptr<RocksStore>> store = OpenOn(dir.db(), env.get());
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->CreateSession(MakeSession("acme", "s1")).ok());
+    const TurnCommit first = NextExchange(*(*store)->GetSession("acme", "s1"));
+    ASSERT_TRUE((*store)->CommitTurn(first).ok());
+    FullThenRoomAgain(**store, *file_system, first);
+  }
+  ExpectReopensWithSixTurns(dir.db());
+}
+
+// The same right after opening, when every memtable is empty (opening flushed them): the
+// disk fills on the first write to a fresh write-ahead log.
+TEST(StoreAtomicityTest, WritesGoOnAfterAFullDiskRightAfterOpening) {
+  testing::TempDir dir;
+  auto file_system = std::make_shared<WalFullFileSystem>();
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(file_system);
+  TurnCommit first;
+  {
+    absl::StatusOr<std::unique_ptr<RocksStore>> store = OpenOn(dir.db(), env.get());
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->CreateSession(MakeSession("acme", "s1")).ok());
+    first = NextExchange(*(*store)->GetSession("acme", "s1"));
+    ASSERT_TRUE((*store)->CommitTurn(first).ok());
+  }
+  {
+    absl::StatusOr<std::unique_ptr<RocksStore>> store = OpenOn(dir.db(), env.get());
+    ASSERT_TRUE(store.ok()) << store.status();
+    FullThenRoomAgain(**store, *file_system, first);
+  }
+  ExpectReopensWithSixTurns(dir.db());
 }
 
 }  // namespace
