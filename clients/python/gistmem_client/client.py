@@ -161,7 +161,8 @@ class GistmemClient:
         with rpc_errors():
             events = self._stub.Generate(request, **options)
         return Reply(events, session_id, restart=lambda: self._stub.Generate(request, **options),
-                     retries=self.turn_retries, retry_delay=self.retry_delay)
+                     retries=self.turn_retries, retry_delay=self.retry_delay,
+                     stored_turns=lambda: self.get_session(session_id).turns)
 
     def chat(self, session_id: str, timeout: Optional[float] = None) -> ChatSession:
         """A ChatSession: one Chat stream for many turns (timeout bounds the whole stream)."""

@@ -30,14 +30,15 @@ class Reply:
     `restart` (optional) sends the turn again and returns its new events: a turn whose call
     fails with UNAVAILABLE (or loses its stream, see connection_lost) before its TurnEnd (nothing of it was acknowledged, so nothing was
     stored: the server serving it died, a router found no server) is sent again, up to
-    `retries` times, `retry_delay` seconds apart. The text yielded already is not yielded
+    `retries` times, `retry_delay` seconds apart (not when `stored_turns`, the session's
+    stored turn count, shows the lost attempt was stored after all). The text yielded already is not yielded
     again; a retried reply that does not begin with it (sampling that is not greedy) raises
     GistmemError(ABORTED). `attempts` counts the calls the turn took.
     """
 
     def __init__(self, events: Iterator, session_id: str = "",
                  restart: Optional[Callable[[], Iterator]] = None, retries: int = 0,
-                 retry_delay: float = 0.5):
+                 retry_delay: float = 0.5, stored_turns: Optional[Callable[[], int]] = None):
         self._events = events
         self.session_id = session_id
         self.turn_index: Optional[int] = None
@@ -47,7 +48,22 @@ class Reply:
         self._restart = restart
         self._retries_left = retries if restart is not None else 0
         self._retry_delay = retry_delay
+        self._stored_turns = stored_turns
         self.attempts = 1
+
+    def _check_not_stored(self, error: GistmemError) -> None:
+        """A server may die after storing the turn and before sending its TurnEnd: then the
+        turn must not be sent again (it would be stored twice)."""
+        if self._stored_turns is None or self.turn_index is None:
+            return
+        try:
+            stored = self._stored_turns()
+        except GistmemError:
+            return  # cannot tell; the retry's own TurnStart will show where it lands
+        if stored > self.turn_index:
+            raise GistmemError(error.code, "the turn was stored but its reply was lost with "
+                               f"the connection ({error.details}); read the session instead "
+                               "of sending it again") from error
 
     def _next_event(self):
         """The next event, sending the turn again after an UNAVAILABLE failure."""
@@ -61,6 +77,7 @@ class Reply:
                 self._retries_left -= 1
                 self.attempts += 1
                 time.sleep(self._retry_delay)
+                self._check_not_stored(error)
                 with rpc_errors():
                     self._events = self._restart()
                 self._replayed = ""
