@@ -58,8 +58,10 @@ class Reply:
             return
         try:
             stored = self._stored_turns()
-        except GistmemError:
-            return  # cannot tell; the retry's own TurnStart will show where it lands
+        except GistmemError as unknown:
+            # Admitted, maybe stored, and nobody can say: sending it again could store it twice.
+            raise GistmemError(error.code, f"{error.details} (the turn may have been stored; "
+                               f"its session cannot be read: {unknown.details})") from error
         if stored > self.turn_index:
             raise GistmemError(error.code, "the turn was stored but its reply was lost with "
                                f"the connection ({error.details}); read the session instead "
