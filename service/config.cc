@@ -7,6 +7,16 @@
 
 ABSL_FLAG(std::string, model, "", "Model directory: config.json, *.safetensors, tokenizer.json");
 ABSL_FLAG(std::string, db, "", "RocksDB directory of the session store (created when missing)");
+ABSL_FLAG(std::string, store, "",
+          "Session store: rocksdb:PATH (embedded, one server; the same as --db PATH) or "
+          "rados:POOL (a Ceph RADOS pool shared by every server of a cluster; see --ceph_conf)");
+ABSL_FLAG(std::string, ceph_conf, "",
+          "Ceph configuration file for --store rados:POOL; empty = /etc/ceph/ceph.conf");
+ABSL_FLAG(std::string, ceph_id, "admin", "Ceph client id (cephx user) for --store rados:POOL");
+ABSL_FLAG(absl::Duration, store_gc_interval, absl::Minutes(10),
+          "RADOS store: how often KV segments no session names are removed; 0 = never");
+ABSL_FLAG(absl::Duration, store_gc_min_age, absl::Minutes(10),
+          "RADOS store: age below which an unnamed segment may still belong to a commit in flight");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "Address to serve on, HOST:PORT; port 0 picks a free one (printed at start-up)");
 ABSL_FLAG(std::string, policy, "",
@@ -63,9 +73,44 @@ absl::Status AtLeast(std::string_view flag, int64_t value, int64_t minimum) {
 
 }  // namespace
 
+absl::Status ParseStoreFlag(std::string_view spec, ServerConfig& config) {
+  if (spec.empty()) return absl::OkStatus();  // --db, or nothing (then --db is required)
+  const size_t colon = spec.find(':');
+  const std::string_view kind = spec.substr(0, colon);
+  const std::string_view where = colon == std::string_view::npos ? "" : spec.substr(colon + 1);
+  if (where.empty() || (kind != "rocksdb" && kind != "rados")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--store must be rocksdb:PATH or rados:POOL, got \"", std::string(spec), "\""));
+  }
+  if (kind == "rocksdb") {
+    if (!config.db_path.empty() && config.db_path != std::filesystem::path(where)) {
+      return absl::InvalidArgumentError("--db and --store rocksdb:PATH name different paths");
+    }
+    config.store.kind = StoreConfig::Kind::kRocksDb;
+    config.db_path = std::string(where);
+  } else {
+    if (!config.db_path.empty()) {
+      return absl::InvalidArgumentError("--db and --store rados:POOL exclude each other");
+    }
+    config.store.kind = StoreConfig::Kind::kRados;
+    config.store.rados_pool = std::string(where);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateConfig(const ServerConfig& config) {
   if (config.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
-  if (config.db_path.empty()) return absl::InvalidArgumentError("--db is required");
+  if (config.store.kind == StoreConfig::Kind::kRocksDb && config.db_path.empty()) {
+    return absl::InvalidArgumentError(
+        "--db PATH (or --store rocksdb:PATH | rados:POOL) is required");
+  }
+  if (config.store.kind == StoreConfig::Kind::kRados && config.store.rados_pool.empty()) {
+    return absl::InvalidArgumentError("--store rados:POOL needs a pool name");
+  }
+  if (config.store.gc_interval < absl::ZeroDuration() ||
+      config.store.gc_min_age < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--store_gc_interval and --store_gc_min_age must be >= 0");
+  }
   if (config.listen_address.empty()) return absl::InvalidArgumentError("--listen is required");
   const Limits& limits = config.limits;
   for (const absl::Status& status : {
@@ -120,6 +165,13 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   config.policy.sink_tokens = absl::GetFlag(FLAGS_sink_tokens);
   config.model_dir = absl::GetFlag(FLAGS_model);
   config.db_path = absl::GetFlag(FLAGS_db);
+  if (absl::Status store = ParseStoreFlag(absl::GetFlag(FLAGS_store), config); !store.ok()) {
+    return store;
+  }
+  config.store.ceph_conf = absl::GetFlag(FLAGS_ceph_conf);
+  config.store.ceph_client_id = absl::GetFlag(FLAGS_ceph_id);
+  config.store.gc_interval = absl::GetFlag(FLAGS_store_gc_interval);
+  config.store.gc_min_age = absl::GetFlag(FLAGS_store_gc_min_age);
   config.listen_address = absl::GetFlag(FLAGS_listen);
   config.api_keys_file = absl::GetFlag(FLAGS_api_keys_file);
   config.tenant_rate_limit = absl::GetFlag(FLAGS_rate_limit);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -52,9 +53,23 @@ struct OpsOptions {
   std::string http_listen;
 };
 
+// Where sessions are stored (service/store_factory.h): the embedded RocksDB directory (one
+// server), or a Ceph RADOS pool shared by every server of a cluster.
+struct StoreConfig {
+  enum class Kind { kRocksDb, kRados } kind = Kind::kRocksDb;
+  std::string rados_pool;
+  std::filesystem::path ceph_conf;  // empty: librados' default (/etc/ceph/ceph.conf)
+  std::string ceph_client_id = "admin";
+  // RADOS only: how often unreferenced KV segments are collected (0: never), and how old a
+  // segment must be before it counts as abandoned rather than part of a commit in flight.
+  absl::Duration gc_interval = absl::Minutes(10);
+  absl::Duration gc_min_age = absl::Minutes(10);
+};
+
 struct ServerConfig {
   std::filesystem::path model_dir;
-  std::filesystem::path db_path;
+  std::filesystem::path db_path;  // the RocksDB directory (StoreConfig::Kind::kRocksDb)
+  StoreConfig store;
   std::string listen_address = "127.0.0.1:50051";
   // Security (service/auth.h): API keys per tenant (empty: an open server, one tenant), calls
   // per second per tenant (0: no limit), and TLS certificate and key in PEM (empty: plaintext).
@@ -80,6 +95,10 @@ struct ServerConfig {
 // The configuration the flags describe. INVALID_ARGUMENT naming the flag when one is missing or
 // out of range or the policy is unknown.
 absl::StatusOr<ServerConfig> ConfigFromFlags();
+
+// Applies `--store` (rocksdb:PATH or rados:POOL; empty changes nothing) to `config`, whose
+// db_path holds --db. INVALID_ARGUMENT for another form or a conflict with --db.
+absl::Status ParseStoreFlag(std::string_view spec, ServerConfig& config);
 
 // Checks ranges; ConfigFromFlags calls it, and so does the server for configs
 // built in code.

@@ -186,9 +186,11 @@ void DocumentService::Attach(const std::string& tenant, const v1::AttachDocument
     commit.session.set_update_time_micros(absl::ToUnixMicros(absl::Now()));
     AddMemoryToCommit(runtime_.engine.config(), *session.memory, runtime_.model_fingerprint, 0,
                       commit);
+    commit.epoch = session.epoch;
     if (absl::Status committed = runtime_.store.CommitTurn(commit); !committed.ok()) {
       session.memory->Rollback();
-      release(true);
+      // Fenced (another server owns the session) or overtaken: this copy is stale.
+      release(!absl::IsAborted(committed) && !absl::IsFailedPrecondition(committed));
       return done(committed);
     }
     session.memory->EndTurn();

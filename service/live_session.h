@@ -32,7 +32,10 @@ struct LiveSession {
 
   // Owner: the operation that holds the session.
   bool loaded = false;
-  store::SessionRecord record;                    // as last committed
+  store::SessionRecord record;  // as last committed
+  // The ownership epoch this server acquired when it loaded the session (store/store.h);
+  // every commit carries it. 0 for a store used by one server alone.
+  uint64_t epoch = 0;
   std::unique_ptr<memory::SessionMemory> memory;  // the cache, as the session's policy keeps it
   std::vector<int32_t> stream;  // every raw token read or written, in order (the transcript's)
   // The last reply was cut by max_tokens; its last token is not read into the memory yet.

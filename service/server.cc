@@ -14,7 +14,6 @@
 #include "service/call_observer.h"
 #include "service/drain.h"
 #include "service/timed_store.h"
-#include "store/rocks_store.h"
 
 namespace gistmem::service {
 namespace {
@@ -82,9 +81,9 @@ absl::Status Server::Init() {
   }
   spdlog::info("default memory policy {}", memory::Describe(*default_policy));
 
-  absl::StatusOr<std::unique_ptr<store::RocksStore>> store =
-      store::RocksStore::Open(config_.db_path);
+  absl::StatusOr<std::unique_ptr<store::Store>> store = OpenStore(config_);
   if (!store.ok()) return store.status();
+  collector_ = std::make_unique<StoreCollector>(**store, config_.store);
   store_ = TimeStoreCalls(*std::move(store));
 
   workers_ = std::make_unique<WorkerPool>(config_.worker_threads);
@@ -163,7 +162,8 @@ void Server::Shutdown(absl::Duration grace) {
   ops_.reset();
   if (scheduler_) scheduler_->Stop();
   if (workers_) workers_->Stop();
-  store_.reset();  // closes RocksDB; every commit was synced already
+  collector_.reset();
+  store_.reset();  // closes the store; every commit was durable already
   spdlog::info("shut down");
 }
 

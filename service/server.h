@@ -19,6 +19,7 @@
 #include "service/runtime.h"
 #include "service/scheduler.h"
 #include "service/session_manager.h"
+#include "service/store_factory.h"
 #include "service/turn_executor.h"
 #include "service/turn_tokens.h"
 #include "service/worker_pool.h"
@@ -68,6 +69,7 @@ class Server {
   std::unique_ptr<PolicyResolver> policies_;
   std::string fingerprint_;
   std::unique_ptr<store::Store> store_;
+  std::unique_ptr<StoreCollector> collector_;  // RADOS garbage collection; before store_ goes
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<ServiceRuntime> runtime_;

@@ -271,6 +271,19 @@ void SessionManager::Start(const std::shared_ptr<LiveSession>& session, Operatio
 }
 
 absl::Status SessionManager::EnsureLoaded(LiveSession& session) {
+  if (session.loaded && runtime_.store.shared()) {
+    // Servers sharing the store: another one may have taken the session over (and committed
+    // turns) since this one loaded it. One small read says; a stale copy is loaded anew
+    // rather than run into the commit's fence after a whole turn of work.
+    absl::StatusOr<uint64_t> epoch = runtime_.store.SessionEpoch(session.tenant, session.id);
+    if (!epoch.ok()) return epoch.status();
+    if (*epoch != session.epoch) {
+      spdlog::info("session {} was taken over by another server (epoch {}, ours {}): reloading",
+                   session.id, *epoch, session.epoch);
+      std::lock_guard lock(mutex_);
+      DropLocked(session);
+    }
+  }
   if (session.loaded) return absl::OkStatus();
   {
     std::lock_guard lock(mutex_);
@@ -297,6 +310,11 @@ absl::Status SessionManager::EnsureLoaded(LiveSession& session) {
 }
 
 absl::Status SessionManager::LoadFromStore(LiveSession& session) {
+  // Ownership first, then the reads: a commit of the previous owner either landed before the
+  // epoch moved (and is read below) or is refused by the store's fence.
+  absl::StatusOr<uint64_t> epoch = runtime_.store.AcquireSession(session.tenant, session.id);
+  if (!epoch.ok()) return epoch.status();
+  session.epoch = *epoch;
   absl::StatusOr<store::SessionRecord> record =
       runtime_.store.GetSession(session.tenant, session.id);
   if (!record.ok()) return record.status();

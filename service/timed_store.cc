@@ -74,6 +74,15 @@ class TimedStore final : public store::Store {
     return Read("GetDocument", [&] { return inner_->GetDocument(tenant, document_id); });
   }
   int64_t ApproximateDiskBytes() const override { return inner_->ApproximateDiskBytes(); }
+  bool shared() const override { return inner_->shared(); }
+  absl::StatusOr<uint64_t> AcquireSession(std::string_view tenant,
+                                          std::string_view session_id) override {
+    return Write("AcquireSession", [&] { return inner_->AcquireSession(tenant, session_id); });
+  }
+  absl::StatusOr<uint64_t> SessionEpoch(std::string_view tenant,
+                                        std::string_view session_id) const override {
+    return Read("SessionEpoch", [&] { return inner_->SessionEpoch(tenant, session_id); });
+  }
 
  private:
   std::unique_ptr<store::Store> inner_;

@@ -276,11 +276,13 @@ void TurnExecutor::Finish(const std::shared_ptr<Turn>& turn) {
   commit.turns = turn->records;
   AddMemoryToCommit(runtime_.engine.config(), *session.memory, runtime_.model_fingerprint,
                     unread_after, commit);
+  commit.epoch = session.epoch;
   if (absl::Status committed = runtime_.store.CommitTurn(commit); !committed.ok()) {
     spdlog::error("session {} turn {} not stored: {}", session.id, turn->turn_index,
                   committed.ToString());
     session.memory->Rollback();
-    turn->release(true);
+    // Fenced (another server owns the session) or overtaken: this copy is stale.
+    turn->release(!absl::IsAborted(committed) && !absl::IsFailedPrecondition(committed));
     turn->End(committed);
     return;
   }

@@ -49,6 +49,9 @@ struct TurnCommit {
   std::vector<KvSegment> new_kv_segments;
   // Earlier segments this turn replaces (an old window, gists merged into a pool).
   std::vector<uint64_t> deleted_kv_segments;
+  // The committer's ownership epoch (AcquireSession). A shared store refuses the commit with
+  // ABORTED when the session's epoch has moved on; a single-process store ignores it.
+  uint64_t epoch = 0;
 };
 
 struct UnreadableSession {
@@ -115,6 +118,22 @@ class Store {
 
   // Bytes the store takes on disk now (an estimate, for metrics); 0 when unknown.
   virtual int64_t ApproximateDiskBytes() const { return 0; }
+
+  // Ownership of sessions by one server among several that share the store (fencing).
+  // A shared store keeps an epoch per session: AcquireSession raises it by compare-and-set
+  // and returns the new value, which the new owner puts in every TurnCommit; commits with an
+  // older epoch are refused (ABORTED), so a server that lost a session (paused, partitioned,
+  // taken over) cannot append to it. A store used by one process has no epochs: shared() is
+  // false, both calls return 0 and commits are not fenced. NOT_FOUND for a missing session.
+  virtual bool shared() const { return false; }
+  virtual absl::StatusOr<uint64_t> AcquireSession(std::string_view /*tenant*/,
+                                                  std::string_view /*session_id*/) {
+    return uint64_t{0};
+  }
+  virtual absl::StatusOr<uint64_t> SessionEpoch(std::string_view /*tenant*/,
+                                                std::string_view /*session_id*/) const {
+    return uint64_t{0};
+  }
 };
 
 }  // namespace gistmem::store

@@ -9,6 +9,7 @@ ChatStream::ChatStream(v1::Gistmem::Stub& stub, std::string session_id,
     : session_id_(std::move(session_id)) {
   if (deadline.count() > 0) context_.set_deadline(std::chrono::system_clock::now() + deadline);
   if (!api_key.empty()) context_.AddMetadata("x-api-key", api_key);
+  if (!session_id_.empty()) context_.AddMetadata(kSessionHeader, session_id_);
   stream_ = stub.Chat(&context_);
 }
 

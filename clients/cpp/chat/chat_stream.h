@@ -14,6 +14,9 @@
 
 namespace gistmem::chat {
 
+// The metadata a router hashes on to send a session's calls to one server.
+inline constexpr char kSessionHeader[] = "x-gistmem-session";
+
 // What a turn produced, once its TurnEnd has arrived.
 struct TurnResult {
   std::string session_id;

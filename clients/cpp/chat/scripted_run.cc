@@ -54,7 +54,6 @@ class ScriptedRun {
   }
 
   grpc::Status RunTurn(const std::string& text) {
-    if (!stream_) stream_ = client_.OpenChat(session_id_);
     v1::Turn turn;
     turn.mutable_message()->set_role("user");
     turn.mutable_message()->set_content(text);
@@ -67,11 +66,8 @@ class ScriptedRun {
       };
     }
     TurnResult result;
-    grpc::Status status = stream_->RunTurn(turn, print_delta, &result);
-    if (!status.ok()) {
-      stream_.reset();
-      return status;
-    }
+    grpc::Status status = client_.RunTurn(&stream_, session_id_, turn, print_delta, &result);
+    if (!status.ok()) return status;
     if (options_.json) {
       PrintJsonLine(TurnJson(result));
     } else {

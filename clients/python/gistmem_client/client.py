@@ -5,7 +5,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 import grpc
 
 from gistmem_client._stubs import health_pb2, health_pb2_grpc, pb, pb_grpc
-from gistmem_client.chat_session import ChatSession
+from gistmem_client.chat_session import SESSION_HEADER, ChatSession
 from gistmem_client.errors import GistmemError, rpc_errors
 from gistmem_client.reply import Reply
 from gistmem_client.types import (Attachment, Document, Policy, Usage, memory_policy,
@@ -22,16 +22,25 @@ class GistmemClient:
     `timeout` (seconds) bounds every unary call and each Generate stream; None = no limit.
     Sessions and stats come back as the API's messages (gistmem_client.pb.Session, ...);
     documents as gistmem_client.Document.
+
+    Every call about a session carries its id as "x-gistmem-session" metadata, so a router
+    in front of several servers (HAProxy, hashing on it) sends a session's calls to the
+    server that holds its cache.
     """
 
     def __init__(self, address: str, *, timeout: Optional[float] = None,
                  channel_options: Sequence[Tuple[str, object]] = (),
-                 api_key: Optional[str] = None, tls_root_certificates: Optional[bytes] = None):
+                 api_key: Optional[str] = None, tls_root_certificates: Optional[bytes] = None,
+                 turn_retries: int = 3, retry_delay: float = 0.5):
         """api_key: sent as "x-api-key" metadata on every call (servers run with
         --api_keys_file need one). tls_root_certificates: PEM of the CA of the server's TLS
-        certificate; None means a plaintext channel."""
+        certificate; None means a plaintext channel. turn_retries: how often a turn that
+        failed with UNAVAILABLE before its TurnEnd is sent again (see Reply), retry_delay
+        seconds apart; 0 = never."""
         self.address = address
         self.timeout = timeout
+        self.turn_retries = turn_retries
+        self.retry_delay = retry_delay
         metadata = (("x-api-key", api_key),) if api_key else None
         self._call_options = {"timeout": timeout, "metadata": metadata}
         if tls_root_certificates is None:
@@ -45,6 +54,13 @@ class GistmemClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    def _session_options(self, session_id: str) -> dict:
+        """Call options with the session's routing header."""
+        metadata = tuple(self._call_options["metadata"] or ())
+        if session_id:
+            metadata += ((SESSION_HEADER, session_id),)
+        return {"timeout": self.timeout, "metadata": metadata or None}
 
     def __enter__(self) -> "GistmemClient":
         return self
@@ -84,12 +100,12 @@ class GistmemClient:
                                               **(default_sampling or {})),
                                           labels=labels or {})
         with rpc_errors():
-            return self._stub.CreateSession(request, **self._call_options)
+            return self._stub.CreateSession(request, **self._session_options(session_id))
 
     def get_session(self, session_id: str) -> "pb.Session":
         with rpc_errors():
             return self._stub.GetSession(pb.GetSessionRequest(session_id=session_id),
-                                         **self._call_options)
+                                         **self._session_options(session_id))
 
     def list_sessions(self, page_size: int = 0) -> Iterator["pb.Session"]:
         """Every session, fetched page by page as the iterator advances."""
@@ -107,21 +123,21 @@ class GistmemClient:
     def delete_session(self, session_id: str) -> None:
         with rpc_errors():
             self._stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id),
-                                     **self._call_options)
+                                     **self._session_options(session_id))
 
     def fork_session(self, session_id: str, new_session_id: str = "") -> "pb.Session":
         """A new session starting from a copy of this one's memory."""
         with rpc_errors():
             return self._stub.ForkSession(
                 pb.ForkSessionRequest(session_id=session_id, new_session_id=new_session_id),
-                **self._call_options)
+                **self._session_options(session_id))
 
     def stats(self, session_id: str) -> "pb.SessionStats":
         """Where the session's memory stands; document_entries and documents count the shared
         documents attached to it (not in retained_entries nor bytes_host)."""
         with rpc_errors():
             return self._stub.GetSessionStats(pb.GetSessionStatsRequest(session_id=session_id),
-                                              **self._call_options)
+                                              **self._session_options(session_id))
 
     # Turns.
 
@@ -130,7 +146,8 @@ class GistmemClient:
         request = pb.AppendRequest(session_id=session_id,
                                    message=pb.Message(role=role, content=content))
         with rpc_errors():
-            return Usage.from_proto(self._stub.Append(request, **self._call_options).usage)
+            return Usage.from_proto(
+                self._stub.Append(request, **self._session_options(session_id)).usage)
 
     def generate(self, session_id: str, message: str = "", role: str = "user", *,
                  if_idle: bool = False, **sampling) -> Reply:
@@ -140,13 +157,17 @@ class GistmemClient:
         request = pb.GenerateRequest(session_id=session_id,
                                      message=pb.Message(role=role, content=message),
                                      sampling=sampling_params(**sampling), if_idle=if_idle)
+        options = self._session_options(session_id)
         with rpc_errors():
-            events = self._stub.Generate(request, **self._call_options)
-        return Reply(events, session_id)
+            events = self._stub.Generate(request, **options)
+        return Reply(events, session_id, restart=lambda: self._stub.Generate(request, **options),
+                     retries=self.turn_retries, retry_delay=self.retry_delay,
+                     stored_turns=lambda: self.get_session(session_id).turns)
 
     def chat(self, session_id: str, timeout: Optional[float] = None) -> ChatSession:
         """A ChatSession: one Chat stream for many turns (timeout bounds the whole stream)."""
-        return ChatSession(self._stub, session_id, timeout, self._call_options["metadata"])
+        return ChatSession(self._stub, session_id, timeout, self._call_options["metadata"],
+                           retries=self.turn_retries, retry_delay=self.retry_delay)
 
     # Shared documents.
 
@@ -177,4 +198,5 @@ class GistmemClient:
         request = pb.AttachDocumentRequest(session_id=session_id, document_id=document_id,
                                            if_idle=if_idle)
         with rpc_errors():
-            return Attachment.from_proto(self._stub.AttachDocument(request, **self._call_options))
+            return Attachment.from_proto(
+                self._stub.AttachDocument(request, **self._session_options(session_id)))
