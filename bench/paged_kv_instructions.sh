@@ -9,9 +9,11 @@
 # Both binaries need the bench's --policies and --documents flags: for the before binary
 # apply bench/paged_kv_before_bench_flags.patch to 41d846d (the bench driver only).
 # Counted: each memory::ReadRows call alone (the timed forward turns and the decode step of
-# every row; ReadRows exists in both binaries): counters zeroed when it is entered, one dump
-# when it returns, and one before every SessionMemory constructor (a row starts there), so
-# the dumps group into rows. (--toggle-collect on ReadRows collected nothing with 3.19.)
+# every row; ReadRows exists in both binaries): a dump when it returns, and one before
+# memory::Describe, which the bench calls once per row between the untimed read of the
+# conversation and the timed turns, so that read lands in the dropped dump. (With valgrind
+# 3.19 a second option on ReadRows -- --toggle-collect, --zero-before, --dump-before -- did
+# nothing here, hence this split.)
 # Single-threaded (--threads 1, OPENBLAS_NUM_THREADS=1): a thread waiting on another would add
 # instructions that depend on timing. Needs valgrind and python3; about 50x slower than native.
 set -euo pipefail
@@ -26,8 +28,7 @@ for n in ${LENGTHS:-1024 2048 4096 8192 16384 32768}; do
     if [ "$which" = before ]; then bin=$before; else bin=$after; fi
     rm -f "$out/$which-$n".*
     OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out/$which-$n.out" \
-      --zero-before='gistmem::memory::ReadRows(*' \
-      --dump-before='gistmem::memory::SessionMemory::SessionMemory*' \
+      --dump-before='gistmem::memory::Describe*' \
       --dump-after='gistmem::memory::ReadRows*' \
       "$bin" --timed_turns "$turns" --threads 1 --lengths "$n" \
       --policies "${POLICIES:-full,window,pool,gist}" --documents=false >"$out/$which-$n.txt" \
