@@ -32,7 +32,8 @@ ABSL_FLAG(int64_t, timed_turns, 2, "forward turns timed at each length");
 ABSL_FLAG(int64_t, ratio, 8, "r of pool and gist");
 ABSL_FLAG(int64_t, window, 512, "W of window, pool and gist");
 ABSL_FLAG(int64_t, sinks, 4, "S of window, pool and gist");
-ABSL_FLAG(std::string, policies, "full,window,pool,gist", "policies measured, in this order");
+ABSL_FLAG(std::string, policies, "full,window,pool,gist",
+          "policies measured (of full,window,pool,gist; always in that order)");
 ABSL_FLAG(bool, documents, true, "also measure documents (compress once vs attach)");
 ABSL_FLAG(int, threads, 0, "attention threads (0 = every core)");
 ABSL_FLAG(std::string, device, "cpu", "engine: cpu or cuda");
