@@ -7,6 +7,7 @@
 //      of step 1 are zeros (step 1 runs no model), which costs the same arithmetic.
 // Then documents: compressing one with the model vs attaching it, and the memory of 10
 // sessions sharing one copy vs each holding its own.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -32,6 +33,9 @@ ABSL_FLAG(int64_t, timed_turns, 2, "forward turns timed at each length");
 ABSL_FLAG(int64_t, ratio, 8, "r of pool and gist");
 ABSL_FLAG(int64_t, window, 512, "W of window, pool and gist");
 ABSL_FLAG(int64_t, sinks, 4, "S of window, pool and gist");
+ABSL_FLAG(std::string, policies, "full,window,pool,gist",
+          "policies measured (of full,window,pool,gist; always in that order)");
+ABSL_FLAG(bool, documents, true, "also measure documents (compress once vs attach)");
 ABSL_FLAG(int, threads, 0, "attention threads (0 = every core)");
 ABSL_FLAG(std::string, device, "auto",
           "Engine to run the model on: cpu, cuda (cuda:N for GPU N) or auto: cuda when this "
@@ -224,6 +228,9 @@ int Main() {
     const int64_t n = std::stoll(length);
     int64_t full_stored = 0;
     for (const memory::Policy& policy : policies) {
+      const std::vector<std::string> wanted = absl::StrSplit(absl::GetFlag(FLAGS_policies), ',');
+      if (std::find(wanted.begin(), wanted.end(), memory::PolicyName(policy.kind)) == wanted.end())
+        continue;
       const Row row = Measure(*engine, policy, n, random);
       if (policy.kind == memory::PolicyKind::kFull) full_stored = row.stored_bytes;
       std::printf("| %s | %ld | %ld | %ld | %ld | %ld | %ld | 1/%.2f | %.1f | %.2f |\n",
@@ -233,7 +240,7 @@ int Main() {
       std::fflush(stdout);
     }
   }
-  Documents(*engine, policies[3]);
+  if (absl::GetFlag(FLAGS_documents)) Documents(*engine, policies[3]);
   return 0;
 }
 
