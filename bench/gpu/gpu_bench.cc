@@ -61,7 +61,8 @@ ABSL_FLAG(int64_t, sinks, 4, "S of window, pool and gist");
 ABSL_FLAG(int32_t, gist_token, -1, "gist token id (-1: vocab_size - 1)");
 ABSL_FLAG(int, warmup, 3, "untimed runs before each timing");
 ABSL_FLAG(int, steps, 20, "timed decode steps (and attention runs)");
-ABSL_FLAG(int, prefill_reps, 2, "timed prefills (after one untimed)");
+ABSL_FLAG(int, prefill_reps, 3, "timed prefills (after an untimed 2048-token one), at most");
+ABSL_FLAG(double, prefill_time_s, 15, "no further timed prefill of a policy after this long");
 ABSL_FLAG(double, hbm_tb_s, 0, "HBM read rate for the floors (0: no floors)");
 ABSL_FLAG(double, budget_s, 300, "start no row after this many seconds");
 
@@ -89,7 +90,7 @@ json Error(const std::string& row, const absl::Status& status) {
 
 std::vector<int64_t> Numbers(const std::string& list) {
   std::vector<int64_t> out;
-  for (std::string_view item : absl::StrSplit(list, ',', absl::SkipEmpty()))
+  for (absl::string_view item : absl::StrSplit(list, ',', absl::SkipEmpty()))
     out.push_back(std::stoll(std::string(item)));
   return out;
 }
@@ -100,24 +101,28 @@ std::vector<std::string> Names(const std::string& list) {
 
 struct Stats {
   double median = 0, min = 0, max = 0;
+  int64_t count = 0;
 };
 
 Stats Summary(std::vector<double> ms) {
   if (ms.empty()) return {};
   std::sort(ms.begin(), ms.end());
-  return {ms[ms.size() / 2], ms.front(), ms.back()};
+  return {ms[ms.size() / 2], ms.front(), ms.back(), static_cast<int64_t>(ms.size())};
 }
 
 // Host-clock ms of `reps` calls of f after `warmup` ones; the first failure is returned.
+// Stops early (after at least one) once the timed calls took `cap_s` in all.
 template <typename F>
-absl::StatusOr<Stats> TimeCalls(F&& f, int warmup, int reps) {
+absl::StatusOr<Stats> TimeCalls(F&& f, int warmup, int reps, double cap_s = 1e9) {
   for (int i = 0; i < warmup; ++i)
     if (absl::Status s = f(); !s.ok()) return s;
   std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
+  double total_ms = 0;
+  for (int i = 0; i < reps && (i == 0 || total_ms < cap_s * 1e3); ++i) {
     const auto start = Clock::now();
     if (absl::Status s = f(); !s.ok()) return s;
     ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    total_ms += ms.back();
   }
   return Summary(ms);
 }
@@ -135,7 +140,9 @@ struct Model {
 
 Model Describe(model::Engine& engine) {
   const model::ModelConfig& c = engine.config();
-  Model m{.engine = &engine, .config = &c};
+  Model m;
+  m.engine = &engine;
+  m.config = &c;
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), i = c.intermediate_size;
   m.linear_params = c.num_layers * (h * q + 2 * h * kv + q * h + 3 * h * i);
   m.head_params = c.vocab_size * h;
@@ -272,7 +279,10 @@ void DecodeRows(const Model& m) {
       absl::StatusOr<memory::Policy> policy = PolicyNamed(m, name);
       if (!policy.ok()) return Emit(Error("decode", policy.status()));
       absl::StatusOr<Sessions> sessions = FilledSessions(m, *policy, {context});
-      if (!sessions.ok()) return Emit(Error("decode", sessions.status()));
+      if (!sessions.ok()) {
+        Emit(Error("decode", sessions.status()));
+        continue;
+      }
       json line = Base(m, "decode", memory::Describe(*policy));
       line["context"] = context;
       Emit(DecodeLine(m, *sessions, std::move(line)));
@@ -289,7 +299,10 @@ void BatchedRows(const Model& m) {
     mixed[i] = context / 8 + (2 * context - context / 4) * i / std::max<int64_t>(1, batch - 1);
   for (const auto& [kind, contexts] : {std::pair{"equal", equal}, std::pair{"mixed", mixed}}) {
     absl::StatusOr<Sessions> sessions = FilledSessions(m, *full, contexts);
-    if (!sessions.ok()) return Emit(Error("batched", sessions.status()));
+    if (!sessions.ok()) {
+      Emit(Error("batched", sessions.status()));
+      continue;
+    }
     json line = Base(m, "batched", "full");
     line["lengths"] = kind;
     line["context"] = context;
@@ -304,7 +317,21 @@ void PrefillRows(const Model& m) {
   std::vector<int32_t> raw(n);
   for (int64_t i = 0; i < n; ++i)
     raw[i] = static_cast<int32_t>(16 + (i * 7919) % (m.config->vocab_size - 16));
+  {  // Warm-up: kernels, cuBLASLt heuristics and scratch, on a short prefill of its own.
+    memory::SessionMemory warm(m.engine->kv_pool(), memory::Policy{});
+    absl::StatusOr<PendingRows> rows =
+        ReserveRows(warm, std::span(raw).first(std::min<int64_t>(n, 2048)));
+    if (rows.ok()) {
+      const model::SequenceStep step = StepOf(warm, *rows);
+      if (absl::Status s = m.engine->ForwardBatch(std::span(&step, 1)).status(); !s.ok())
+        return Emit(Error("prefill", s));
+    }
+  }
   for (const std::string& name : Names(absl::GetFlag(FLAGS_prefill_policies))) {
+    if (Elapsed() > absl::GetFlag(FLAGS_budget_s)) {
+      Emit({{"part", "ours"}, {"row", "prefill"}, {"policy", name}, {"skipped", "budget"}});
+      continue;
+    }
     absl::StatusOr<memory::Policy> policy = PolicyNamed(m, name);
     if (!policy.ok()) return Emit(Error("prefill", policy.status()));
     if (memory::MaxChunkTokens(*policy) < n + n / std::max<int64_t>(1, policy->ratio)) {
@@ -322,7 +349,8 @@ void PrefillRows(const Model& m) {
       const model::SequenceStep step = StepOf(memory, *rows);
       return m.engine->ForwardBatch(std::span(&step, 1)).status();
     };
-    absl::StatusOr<Stats> t = TimeCalls(once, 1, absl::GetFlag(FLAGS_prefill_reps));
+    const double cap_s = absl::GetFlag(FLAGS_prefill_time_s);
+    absl::StatusOr<Stats> t = TimeCalls(once, 0, absl::GetFlag(FLAGS_prefill_reps), cap_s);
     json line = Base(m, "prefill", memory::Describe(*policy));
     line["raw_tokens"] = n;
     if (!t.ok()) {
@@ -341,6 +369,7 @@ void PrefillRows(const Model& m) {
     line["ms"] = t->median;
     line["ms_min"] = t->min;
     line["ms_max"] = t->max;
+    line["runs_timed"] = t->count;
     line["flop_linear"] = linear;
     line["flop_attention_causal"] = causal;
     line["tflop_per_s_causal_count"] = (linear + causal) / (t->median * 1e-3) / 1e12;
@@ -352,9 +381,11 @@ void PrefillRows(const Model& m) {
       q.positions.push_back(static_cast<int32_t>(rows->plan.positions[r]));
       q.clocks.push_back(static_cast<int32_t>(rows->plan.clocks[r]));
     }
+    // Attention alone: as many runs as fit in the cap (it is a part of the forward's time).
+    const int attention_reps = static_cast<int>(
+        std::clamp(cap_s * 1e3 / t->median, 1.0, double(absl::GetFlag(FLAGS_prefill_reps))));
     AddAttention(line, m,
-                 TimeAttention(c, m.engine->kv_pool(), std::span(&q, 1), 1,
-                               std::max(3, absl::GetFlag(FLAGS_prefill_reps))));
+                 TimeAttention(c, m.engine->kv_pool(), std::span(&q, 1), 0, attention_reps));
     memory.Unreserve();
     Emit(line);
   }

@@ -10,7 +10,8 @@
 # Every part is time-limited; the whole run ends within TOTAL_S seconds (default 570).
 # Environment (all optional):
 #   PARTS="setup ours peers"  setup: env, HBM, checkpoints (reused when already written);
-#                             ours: our rows; peers: transformers rows
+#                             ours: our rows; peers: transformers rows; profile (not by default):
+#                             nsys (or ncu) over a few decode steps -> profile.txt
 #   SHAPES=8b,1b  BUNDLE=.gpu-bench/bench-bundle.tar.xz  CKPT=/tmp/gistmem-ckpt
 #   OURS_8B_S=200 OURS_1B_S=80  (caps of our two runs)  KV_GIB=100  (our engine's KV pool)
 #   OURS_ARGS="..."  (more gistmem-gpu-bench flags, e.g. --rows=decode,batched)
@@ -32,7 +33,7 @@ log() { echo "== $* ($((SECONDS - start))s)"; }
   echo "PARTS=$PARTS SHAPES=$SHAPES KV_GIB=$KV_GIB TOTAL_S=$TOTAL_S OURS_ARGS=$OURS_ARGS"
 } > "$OUT/env.txt" 2>&1
 
-if has ours; then
+if has ours || has profile; then
   rm -rf /tmp/gb && mkdir -p /tmp/gb
   python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('/tmp/gb')" "$BUNDLE" ||
     { echo "cannot unpack $BUNDLE (bench/gpu/pack.sh makes it)" | tee -a "$OUT/env.txt"; PARTS=${PARTS/ours/}; }
@@ -79,6 +80,27 @@ if has peers; then
   else
     log "peers rows skipped: ${budget}s left"
   fi
+fi
+
+if has profile; then
+  # Where a decode step's time goes: nsys's kernel summary (else ncu's speed of light on a window
+  # of kernels) of a few 16K batch-1 decode steps of the first shape.
+  shape=${SHAPES%%,*} cap=$(min 150 $(($(left) - 20)))
+  prof_args=(--model "$CKPT/llama-$shape" --label "llama-$shape" --rows=decode
+    --decode_contexts=${PROFILE_CONTEXT:-16384} --decode_policies=full --steps=5 --warmup=2 --kv_pool_gib=8)
+  log "profile $shape (cap ${cap}s)"
+  if command -v nsys > /dev/null; then
+    timeout -k 5 "$cap" nsys profile -o /tmp/gb/prof --force-overwrite true --stats=false \
+      /tmp/gb/bin/gistmem-gpu-bench "${prof_args[@]}" > /dev/null 2>> "$OUT/stderr.log"
+    nsys stats --report cuda_gpu_kern_sum,cuda_api_sum --format csv /tmp/gb/prof.nsys-rep \
+      > "$OUT/profile.txt" 2>> "$OUT/stderr.log"
+  elif command -v ncu > /dev/null; then
+    timeout -k 5 "$cap" ncu --launch-skip 400 --launch-count 40 --section SpeedOfLight \
+      /tmp/gb/bin/gistmem-gpu-bench "${prof_args[@]}" > "$OUT/profile.txt" 2>> "$OUT/stderr.log"
+  else
+    echo "neither nsys nor ncu on this machine" > "$OUT/profile.txt"
+  fi
+  head -c 4000 "$OUT/profile.txt"
 fi
 
 python3 bench/gpu/summarize.py "$OUT/peers.jsonl" "$OUT/ours.jsonl" > "$OUT/summary.md" 2>> "$OUT/stderr.log"
