@@ -7,11 +7,14 @@
 #   ours.jsonl    gistmem-gpu-bench rows for each shape
 #   stderr.log    everything the parts wrote to stderr
 #   summary.md    both side by side (bench/gpu/summarize.py): the rows for bench/RESULTS-gpu.md
+#   tests.log, profile.txt  when PARTS names tests / profile
 # Every part is time-limited; the whole run ends within TOTAL_S seconds (default 570).
 # Environment (all optional):
 #   PARTS="setup ours peers"  setup: env, HBM, checkpoints (reused when already written);
 #                             ours: our rows; peers: transformers rows; profile (not by default):
-#                             nsys (or ncu) over a few decode steps -> profile.txt
+#                             nsys (or ncu) over a few decode steps -> profile.txt;
+#                             tests (first, when named): the GPU tests of TESTS_BUNDLE
+#                             (tests/gpu/bundle.sh's bundle.tar.xz) -> tests.log
 #   SHAPES=8b,1b  BUNDLE=.gpu-bench/bench-bundle.tar.xz  CKPT=/tmp/gistmem-ckpt
 #   OURS_8B_S=200 OURS_1B_S=80  (caps of our two runs)  KV_GIB=100  (our engine's KV pool)
 #   OURS_ARGS="..."  (more gistmem-gpu-bench flags, e.g. --rows=decode,batched)
@@ -19,6 +22,7 @@ set -u
 OUT=${OUT:-/tmp/gpu-bench-out}
 TOTAL_S=${TOTAL_S:-570} PARTS=${PARTS:-"setup ours peers"} SHAPES=${SHAPES:-8b,1b}
 BUNDLE=${BUNDLE:-.gpu-bench/bench-bundle.tar.xz} CKPT=${CKPT:-/tmp/gistmem-ckpt}
+TESTS_BUNDLE=${TESTS_BUNDLE:-.gpu-bench/bundle.tar.xz}
 OURS_8B_S=${OURS_8B_S:-200} OURS_1B_S=${OURS_1B_S:-80} KV_GIB=${KV_GIB:-100} OURS_ARGS=${OURS_ARGS:-}
 mkdir -p "$OUT"
 start=$SECONDS
@@ -33,14 +37,33 @@ log() { echo "== $* ($((SECONDS - start))s)"; }
   echo "PARTS=$PARTS SHAPES=$SHAPES KV_GIB=$KV_GIB TOTAL_S=$TOTAL_S OURS_ARGS=$OURS_ARGS"
 } > "$OUT/env.txt" 2>&1
 
+CB=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 \
+  /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib/libcublasLt.so.13 2>/dev/null | head -1)")
 if has ours || has profile; then
   rm -rf /tmp/gb && mkdir -p /tmp/gb
   python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('/tmp/gb')" "$BUNDLE" ||
     { echo "cannot unpack $BUNDLE (bench/gpu/pack.sh makes it)" | tee -a "$OUT/env.txt"; PARTS=${PARTS/ours/}; }
   echo "bundle commit: $(cat /tmp/gb/COMMIT 2>/dev/null)" >> "$OUT/env.txt"
-  CB=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 \
-    /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib/libcublasLt.so.13 2>/dev/null | head -1)")
   export LD_LIBRARY_PATH=/tmp/gb/lib:$CB
+fi
+
+if has tests; then
+  # Correctness first: the GPU tests (tests/gpu/bundle.sh's bundle), before anything is timed.
+  log tests
+  rm -rf /tmp/gt && mkdir -p /tmp/gt
+  if python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('/tmp/gt')" "$TESTS_BUNDLE"; then
+    for t in /tmp/gt/tests/*_test; do
+      t0=$SECONDS
+      LD_LIBRARY_PATH=/tmp/gt/lib:$CB GISTMEM_REQUIRE_GPU=1 GISTMEM_FIXTURES=$PWD/tests/fixtures/models \
+        GISTMEM_MODELS=$PWD/models timeout -k 5 $(min 150 "$(left)") "$t" > /tmp/gt/out.log 2>&1
+      rc=$?
+      { echo "== $(basename "$t") rc=$rc $((SECONDS - t0))s"
+        grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|Failure|max \|gpu|us, KV|TFLOP| vs " /tmp/gt/out.log | head -40
+      } | tee -a "$OUT/tests.log"
+    done
+  else
+    echo "cannot unpack $TESTS_BUNDLE (tests/gpu/bundle.sh BUILD .gpu-bench makes it)" | tee -a "$OUT/tests.log"
+  fi
 fi
 
 if has setup; then
