@@ -16,14 +16,14 @@
 #                             tests (first, when named): the GPU tests of TESTS_BUNDLE
 #                             (tests/gpu/bundle.sh's bundle.tar.xz) -> tests.log
 #   SHAPES=8b,1b  BUNDLE=.gpu-bench/bench-bundle.tar.xz  CKPT=/tmp/gistmem-ckpt
-#   OURS_8B_S=200 OURS_1B_S=80  (caps of our two runs)  KV_GIB=100  (our engine's KV pool)
+#   OURS_8B_S=240 OURS_1B_S=100  (caps of our two runs)  KV_GIB=100  (our engine's KV pool)
 #   OURS_ARGS="..."  (more gistmem-gpu-bench flags, e.g. --rows=decode,batched)
 set -u
 OUT=${OUT:-/tmp/gpu-bench-out}
 TOTAL_S=${TOTAL_S:-570} PARTS=${PARTS:-"setup ours peers"} SHAPES=${SHAPES:-8b,1b}
 BUNDLE=${BUNDLE:-.gpu-bench/bench-bundle.tar.xz} CKPT=${CKPT:-/tmp/gistmem-ckpt}
 TESTS_BUNDLE=${TESTS_BUNDLE:-.gpu-bench/bundle.tar.xz}
-OURS_8B_S=${OURS_8B_S:-200} OURS_1B_S=${OURS_1B_S:-80} KV_GIB=${KV_GIB:-100} OURS_ARGS=${OURS_ARGS:-}
+OURS_8B_S=${OURS_8B_S:-240} OURS_1B_S=${OURS_1B_S:-100} KV_GIB=${KV_GIB:-100} OURS_ARGS=${OURS_ARGS:-}
 mkdir -p "$OUT"
 start=$SECONDS
 left() { echo $((TOTAL_S - (SECONDS - start))); }
