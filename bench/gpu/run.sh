@@ -28,6 +28,7 @@ mkdir -p "$OUT"
 start=$SECONDS
 left() { echo $((TOTAL_S - (SECONDS - start))); }
 min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
+lim() { local v; v=$(min "$1" "$(left)"); [ "$v" -ge 1 ] && echo "$v" || echo 1; }  # timeout 0: none
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 log() { echo "== $* ($((SECONDS - start))s)"; }
 
@@ -44,8 +45,8 @@ if has ours || has profile; then
   python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('/tmp/gb')" "$BUNDLE" ||
     { echo "cannot unpack $BUNDLE (bench/gpu/pack.sh makes it)" | tee -a "$OUT/env.txt"; PARTS=${PARTS/ours/}; }
   echo "bundle commit: $(cat /tmp/gb/COMMIT 2>/dev/null)" >> "$OUT/env.txt"
-  export LD_LIBRARY_PATH=/tmp/gb/lib:$CB
 fi
+OURS_LD=/tmp/gb/lib:$CB  # for our binary only: the python parts keep their own libraries
 
 if has tests; then
   # Correctness first: the GPU tests (tests/gpu/bundle.sh's bundle), before anything is timed.
@@ -55,7 +56,7 @@ if has tests; then
     for t in /tmp/gt/tests/*_test; do
       t0=$SECONDS
       LD_LIBRARY_PATH=/tmp/gt/lib:$CB GISTMEM_REQUIRE_GPU=1 GISTMEM_FIXTURES=$PWD/tests/fixtures/models \
-        GISTMEM_MODELS=$PWD/models timeout -k 5 $(min 150 "$(left)") "$t" > /tmp/gt/out.log 2>&1
+        GISTMEM_MODELS=$PWD/models timeout -k 5 "$(lim 150)" "$t" > /tmp/gt/out.log 2>&1
       rc=$?
       { echo "== $(basename "$t") rc=$rc $((SECONDS - t0))s"
         grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|Failure|max \|gpu|us, KV|TFLOP| vs " /tmp/gt/out.log | head -40
@@ -68,8 +69,8 @@ fi
 
 if has setup; then
   log setup
-  timeout $(min 240 "$(left)") python3 bench/peers/peers.py --parts env,hbm,checkpoint \
-    --shapes "$SHAPES" --ckpt_dir "$CKPT" --budget_s $(min 230 "$(left)") \
+  timeout -k 5 "$(lim 240)" python3 bench/peers/peers.py --parts env,hbm,checkpoint \
+    --shapes "$SHAPES" --ckpt_dir "$CKPT" --budget_s "$(lim 230)" \
     >> "$OUT/peers.jsonl" 2>> "$OUT/stderr.log"
   grep -h '"part": "\(hbm\|checkpoint\|error\)"' "$OUT/peers.jsonl" | cut -c1-300
 fi
@@ -86,7 +87,7 @@ if has ours; then
     [ "$cap" -gt 30 ] || { log "ours $shape skipped: no time left"; continue; }
     log "ours $shape (cap ${cap}s)"
     # shellcheck disable=SC2086
-    timeout -k 5 "$cap" /tmp/gb/bin/gistmem-gpu-bench --model "$CKPT/llama-$shape" \
+    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" /tmp/gb/bin/gistmem-gpu-bench --model "$CKPT/llama-$shape" \
       --label "llama-$shape" --hbm_tb_s "$HBM" --kv_pool_gib "$KV_GIB" \
       --budget_s $((cap - 60 > 20 ? cap - 60 : 20)) $OURS_ARGS \
       >> "$OUT/ours.jsonl" 2>> "$OUT/stderr.log"
@@ -108,17 +109,17 @@ fi
 if has profile; then
   # Where a decode step's time goes: nsys's kernel summary (else ncu's speed of light on a window
   # of kernels) of a few 16K batch-1 decode steps of the first shape.
-  shape=${SHAPES%%,*} cap=$(min 150 $(($(left) - 20)))
+  shape=${SHAPES%%,*} cap=$(lim 150)
   prof_args=(--model "$CKPT/llama-$shape" --label "llama-$shape" --rows=decode
     --decode_contexts=${PROFILE_CONTEXT:-16384} --decode_policies=full --steps=5 --warmup=2 --kv_pool_gib=8)
   log "profile $shape (cap ${cap}s)"
   if command -v nsys > /dev/null; then
-    timeout -k 5 "$cap" nsys profile -o /tmp/gb/prof --force-overwrite true --stats=false \
+    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" nsys profile -o /tmp/gb/prof --force-overwrite true --stats=false \
       /tmp/gb/bin/gistmem-gpu-bench "${prof_args[@]}" > /dev/null 2>> "$OUT/stderr.log"
     nsys stats --report cuda_gpu_kern_sum,cuda_api_sum --format csv /tmp/gb/prof.nsys-rep \
       > "$OUT/profile.txt" 2>> "$OUT/stderr.log"
   elif command -v ncu > /dev/null; then
-    timeout -k 5 "$cap" ncu --launch-skip 400 --launch-count 40 --section SpeedOfLight \
+    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" ncu --launch-skip 400 --launch-count 40 --section SpeedOfLight \
       /tmp/gb/bin/gistmem-gpu-bench "${prof_args[@]}" > "$OUT/profile.txt" 2>> "$OUT/stderr.log"
   else
     echo "neither nsys nor ncu on this machine" > "$OUT/profile.txt"
