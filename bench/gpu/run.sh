@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Issue 13's benchmark in one GPU call: the peers (bench/peers/peers.py) and our engine
+# (gistmem-gpu-bench, packed by bench/gpu/pack.sh) on the same machine, same checkpoints, same
+# HBM figure. Run from the repository root on the GPU machine; results go to $OUT:
+#   env.txt       GPU, driver, commit of the bundle, date
+#   peers.jsonl   HBM rate, checkpoints, transformers rows (eager, static cache + compile), floors
+#   ours.jsonl    gistmem-gpu-bench rows for each shape
+#   stderr.log    everything the parts wrote to stderr
+#   summary.md    both side by side (bench/gpu/summarize.py): the rows for bench/RESULTS-gpu.md
+#   tests.log, profile.txt  when PARTS names tests / profile
+# Every part is time-limited; the whole run ends within TOTAL_S seconds (default 570).
+# Environment (all optional):
+#   PARTS="setup ours peers"  setup: env, HBM, checkpoints (reused when already written);
+#                             ours: our rows; peers: transformers rows; profile (not by default):
+#                             nsys (or ncu) over a few decode steps -> profile.txt;
+#                             tests (first, when named): the GPU tests of TESTS_BUNDLE
+#                             (tests/gpu/bundle.sh's bundle.tar.xz) -> tests.log
+#   SHAPES=8b,1b  BUNDLE=.gpu-bench/bench-bundle.tar.xz  CKPT=/tmp/gistmem-ckpt
+#   OURS_8B_S=240 OURS_1B_S=100  (caps of our two runs)  KV_GIB=100  (our engine's KV pool)
+#   OURS_ARGS="..."  (more gistmem-gpu-bench flags, e.g. --rows=decode,batched)
+set -u
+OUT=${OUT:-/tmp/gpu-bench-out}
+TOTAL_S=${TOTAL_S:-570} PARTS=${PARTS:-"setup ours peers"} SHAPES=${SHAPES:-8b,1b}
+BUNDLE=${BUNDLE:-.gpu-bench/bench-bundle.tar.xz} CKPT=${CKPT:-/tmp/gistmem-ckpt}
+TESTS_BUNDLE=${TESTS_BUNDLE:-.gpu-bench/bundle.tar.xz}
+OURS_8B_S=${OURS_8B_S:-240} OURS_1B_S=${OURS_1B_S:-100} KV_GIB=${KV_GIB:-100} OURS_ARGS=${OURS_ARGS:-}
+mkdir -p "$OUT"
+start=$SECONDS
+left() { echo $((TOTAL_S - (SECONDS - start))); }
+min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
+lim() { local v; v=$(min "$1" "$(left)"); [ "$v" -ge 1 ] && echo "$v" || echo 1; }  # timeout 0: none
+has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+log() { echo "== $* ($((SECONDS - start))s)"; }
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  date -u +%Y-%m-%dT%H:%M:%SZ
+  echo "PARTS=$PARTS SHAPES=$SHAPES KV_GIB=$KV_GIB TOTAL_S=$TOTAL_S OURS_ARGS=$OURS_ARGS"
+} > "$OUT/env.txt" 2>&1
+
+CB=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 \
+  /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib/libcublasLt.so.13 2>/dev/null | head -1)")
+if has ours || has profile; then
+  rm -rf /tmp/gb && mkdir -p /tmp/gb
+  python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('/tmp/gb')" "$BUNDLE" ||
+    { echo "cannot unpack $BUNDLE (bench/gpu/pack.sh makes it)" | tee -a "$OUT/env.txt"; PARTS=${PARTS/ours/}; }
+  echo "bundle commit: $(cat /tmp/gb/COMMIT 2>/dev/null)" >> "$OUT/env.txt"
+fi
+OURS_LD=/tmp/gb/lib:$CB  # for our binary only: the python parts keep their own libraries
+
+if has tests; then
+  # Correctness first: the GPU tests (tests/gpu/bundle.sh's bundle), before anything is timed.
+  log tests
+  rm -rf /tmp/gt && mkdir -p /tmp/gt
+  if python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('/tmp/gt')" "$TESTS_BUNDLE"; then
+    for t in /tmp/gt/tests/*_test; do
+      t0=$SECONDS
+      LD_LIBRARY_PATH=/tmp/gt/lib:$CB GISTMEM_REQUIRE_GPU=1 GISTMEM_FIXTURES=$PWD/tests/fixtures/models \
+        GISTMEM_MODELS=$PWD/models timeout -k 5 "$(lim 150)" "$t" > /tmp/gt/out.log 2>&1
+      rc=$?
+      { echo "== $(basename "$t") rc=$rc $((SECONDS - t0))s"
+        grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|Failure|max \|gpu|us, KV|TFLOP| vs " /tmp/gt/out.log | head -40
+      } | tee -a "$OUT/tests.log"
+    done
+  else
+    echo "cannot unpack $TESTS_BUNDLE (tests/gpu/bundle.sh BUILD .gpu-bench makes it)" | tee -a "$OUT/tests.log"
+  fi
+fi
+
+if has setup; then
+  log setup
+  timeout -k 5 "$(lim 240)" python3 bench/peers/peers.py --parts env,hbm,checkpoint \
+    --shapes "$SHAPES" --ckpt_dir "$CKPT" --budget_s "$(lim 230)" \
+    >> "$OUT/peers.jsonl" 2>> "$OUT/stderr.log"
+  grep -h '"part": "\(hbm\|checkpoint\|error\)"' "$OUT/peers.jsonl" | cut -c1-300
+fi
+HBM=$(python3 -c "
+import json, sys
+rates = [json.loads(l).get('tb_per_s') for l in open(sys.argv[1]) if 'torch.sum' in l]
+print(rates[-1] if rates else 0)" "$OUT/peers.jsonl" 2>/dev/null || echo 0)
+echo "HBM read rate for the floors: $HBM TB/s" | tee -a "$OUT/env.txt"
+
+if has ours; then
+  for shape in ${SHAPES//,/ }; do
+    cap=$OURS_1B_S; [ "$shape" = 8b ] && cap=$OURS_8B_S
+    cap=$(min "$cap" $(($(left) - 20)))
+    [ "$cap" -gt 30 ] || { log "ours $shape skipped: no time left"; continue; }
+    log "ours $shape (cap ${cap}s)"
+    # shellcheck disable=SC2086
+    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" /tmp/gb/bin/gistmem-gpu-bench --model "$CKPT/llama-$shape" \
+      --label "llama-$shape" --hbm_tb_s "$HBM" --kv_pool_gib "$KV_GIB" \
+      --budget_s $((cap - 60 > 20 ? cap - 60 : 20)) $OURS_ARGS \
+      >> "$OUT/ours.jsonl" 2>> "$OUT/stderr.log"
+    echo "exit $? after $((SECONDS - start))s" >> "$OUT/env.txt"
+  done
+fi
+
+if has peers; then
+  budget=$(($(left) - 25))
+  if [ "$budget" -gt 60 ]; then
+    log "peers rows (budget ${budget}s)"
+    timeout -k 5 $((budget + 10)) python3 bench/peers/peers.py --parts rows --shapes "$SHAPES" \
+      --hbm_tb_s "$HBM" --budget_s "$budget" >> "$OUT/peers.jsonl" 2>> "$OUT/stderr.log"
+  else
+    log "peers rows skipped: ${budget}s left"
+  fi
+fi
+
+if has profile; then
+  # Where a decode step's time goes: nsys's kernel summary (else ncu's speed of light on a window
+  # of kernels) of a few 16K batch-1 decode steps of the first shape.
+  shape=${SHAPES%%,*} cap=$(lim 150)
+  prof_args=(--model "$CKPT/llama-$shape" --label "llama-$shape" --rows=decode
+    --decode_contexts=${PROFILE_CONTEXT:-16384} --decode_policies=full --steps=5 --warmup=2 --kv_pool_gib=8)
+  log "profile $shape (cap ${cap}s)"
+  if command -v nsys > /dev/null; then
+    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" nsys profile -o /tmp/gb/prof --force-overwrite true --stats=false \
+      /tmp/gb/bin/gistmem-gpu-bench "${prof_args[@]}" > /dev/null 2>> "$OUT/stderr.log"
+    nsys stats --report cuda_gpu_kern_sum,cuda_api_sum --format csv /tmp/gb/prof.nsys-rep \
+      > "$OUT/profile.txt" 2>> "$OUT/stderr.log"
+  elif command -v ncu > /dev/null; then
+    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" ncu --launch-skip 400 --launch-count 40 --section SpeedOfLight \
+      /tmp/gb/bin/gistmem-gpu-bench "${prof_args[@]}" > "$OUT/profile.txt" 2>> "$OUT/stderr.log"
+  else
+    echo "neither nsys nor ncu on this machine" > "$OUT/profile.txt"
+  fi
+  head -c 4000 "$OUT/profile.txt"
+fi
+
+python3 bench/gpu/summarize.py "$OUT/peers.jsonl" "$OUT/ours.jsonl" > "$OUT/summary.md" 2>> "$OUT/stderr.log"
+cat "$OUT/summary.md"
+tail -c 3000 "$OUT/stderr.log" | grep -v '^\s*$' | tail -15
+log done
