@@ -16,8 +16,8 @@ struct DeviceChoice {
 };
 DeviceChoice DefaultDevice();
 
-// `device` itself, or DefaultDevice().device when it is "auto" or empty. LoadEngine
-// (model/engine.h) resolves its options.device through this.
+// `device` itself, or DefaultDevice().device when it is "auto" (an empty name stays empty, and
+// LoadEngine refuses it). LoadEngine (model/engine.h) resolves its options.device through this.
 std::string ResolveDevice(std::string_view device);
 
 }  // namespace gistmem::model

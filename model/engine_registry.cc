@@ -67,7 +67,7 @@ DeviceChoice DefaultDevice() {
 }
 
 std::string ResolveDevice(std::string_view device) {
-  if (device.empty() || device == "auto") return DefaultDevice().device;
+  if (device == "auto") return DefaultDevice().device;
   return std::string(device);
 }
 
