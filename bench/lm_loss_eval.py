@@ -46,7 +46,7 @@ def budget(n, r):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", default="/tmp/gistmem-lm-loss/gistmem-lm-loss")
-    ap.add_argument("--model", default=os.path.join(ROOT, "models/gistmem-tiny"))
+    ap.add_argument("--model", default=os.path.join(ROOT, "models/gistmem-16k"))
     ap.add_argument("--rows", type=int, default=128)
     ap.add_argument("--row-len", type=int, default=1365)
     ap.add_argument("--threads", type=int, default=0)

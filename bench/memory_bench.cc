@@ -26,7 +26,7 @@
 #include "model/engine.h"
 #include "service/memory_commit.h"
 
-ABSL_FLAG(std::string, model, "models/gistmem-tiny", "checkpoint directory");
+ABSL_FLAG(std::string, model, "models/gistmem-16k", "checkpoint directory");
 ABSL_FLAG(std::string, lengths, "1024,2048,4096,8192,16384,32768", "raw tokens per conversation");
 ABSL_FLAG(int64_t, turn, 256, "raw tokens per turn");
 ABSL_FLAG(int64_t, timed_turns, 2, "forward turns timed at each length");

@@ -39,7 +39,7 @@ sensitive, not inside a longer word or number (no letter or digit right before o
 Accuracy = recalled questions / questions. A dialogue holds 2-4 questions; per-cell counts of
 both are reported.
 
-Policies (S = 4 sinks, W = 64 window raw tokens and r as in models/gistmem-tiny):
+Policies (S = 4 sinks, W = 64 window raw tokens and r as in models/gistmem-16k):
   full          every entry
   gist r=4/r=8  the trained gist tokens
   pool r=4/r=8  the same r and W; spans leaving the window become their mean
@@ -587,7 +587,7 @@ def report(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", default=os.path.join(ROOT, "build/service/gistmem-server"))
-    ap.add_argument("--model", default=os.path.join(ROOT, "models/gistmem-tiny"))
+    ap.add_argument("--model", default=os.path.join(ROOT, "models/gistmem-16k"))
     ap.add_argument("--per-cell", type=int, default=40, help="dialogues per length bucket")
     ap.add_argument("--buckets", default="", help="default: every bucket of --source")
     ap.add_argument("--source", choices=["training", "heldout"], default="training",

@@ -3,7 +3,7 @@
 //
 //   gistmem-store-bench --rocksdb /tmp/bench-db --rados_pool gistmem --ceph_conf ceph.conf
 //
-// Every session gets --turns commits shaped like a gist-policy turn of models/gistmem-tiny
+// Every session gets --turns commits shaped like a gist-policy turn of models/gistmem-16k
 // (6 layers, 2 KV heads x 64 in fp32: 6 KiB per entry): 2 transcript records, a pinned
 // segment of --pinned_entries and a window segment of --window_entries that replaces the
 // previous window. Resume = what a node does to take a session over: acquire it (RADOS), read

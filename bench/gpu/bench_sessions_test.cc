@@ -18,7 +18,7 @@ namespace {
 
 std::unique_ptr<model::Engine> Tiny(int64_t kv_pool_bytes) {
   absl::StatusOr<std::unique_ptr<model::Engine>> engine =
-      model::LoadEngine(std::filesystem::path(GISTMEM_SOURCE_DIR) / "models/gistmem-tiny",
+      model::LoadEngine(std::filesystem::path(GISTMEM_SOURCE_DIR) / "models/gistmem-16k",
                         {.device = "cpu", .num_threads = 1, .kv_pool_bytes = kv_pool_bytes});
   EXPECT_TRUE(engine.ok()) << engine.status();
   return engine.ok() ? *std::move(engine) : nullptr;

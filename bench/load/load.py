@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load generator for gistmem-server: many concurrent streaming sessions on 127.0.0.1.
 
-Starts build/service/gistmem-server (models/gistmem-tiny, a fresh RocksDB in a temp folder,
+Starts build/service/gistmem-server (models/gistmem-16k, a fresh RocksDB in a temp folder,
 --listen 127.0.0.1:0) with the cache limits given, then keeps --concurrency streaming turns in
 flight for --duration seconds over a pool of --sessions sessions (more sessions than the server
 may keep in memory, so idle ones leave memory and come back from the store). Each worker
@@ -294,7 +294,7 @@ def summarize(values, scale=1000.0):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default=str(ROOT / "build" / "service" / "gistmem-server"))
-    parser.add_argument("--model", default=str(ROOT / "models" / "gistmem-tiny"))
+    parser.add_argument("--model", default=str(ROOT / "models" / "gistmem-16k"))
     parser.add_argument("--duration", type=float, default=150, help="seconds of load")
     parser.add_argument("--concurrency", type=int, default=12, help="turns in flight")
     parser.add_argument("--sessions", type=int, default=48, help="sessions in the pool")

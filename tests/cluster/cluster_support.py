@@ -4,7 +4,7 @@ nodes on one RADOS pool (--store rados:POOL) behind HAProxy (scripts/haproxy-con
 The Ceph cluster itself is started beforehand (tests/cluster/start-ceph.sh; CTest runs it as a
 fixture). Environment:
   GISTMEM_SERVER      gistmem-server binary
-  GISTMEM_TEST_MODEL  checkpoint directory (models/gistmem-tiny)
+  GISTMEM_TEST_MODEL  checkpoint directory (models/gistmem-16k)
   GISTMEM_CEPH_CONF   the cluster's ceph.conf;  GISTMEM_CEPH_POOL  its pool
   GISTMEM_CEPH_DIR    its directory (OSD pid files, for killing one)
 """

@@ -1,4 +1,4 @@
-"""The cluster scenarios of issue 16: three gistmem-server nodes (CPU, models/gistmem-tiny) on one
+"""The cluster scenarios of issue 16: three gistmem-server nodes (CPU, models/gistmem-16k) on one
 RADOS pool (3 OSDs, size 3 / min_size 2) behind HAProxy, all on loopback.
 
 - kill -9 of the node serving a conversation mid-generation: the client's retry lands on
@@ -9,7 +9,7 @@ RADOS pool (3 OSDs, size 3 / min_size 2) behind HAProxy, all on loopback.
 - 50 concurrent sessions across the nodes, each session's turns serialized cluster-wide.
 
 Run by CTest (label cluster) after the cluster_ceph_start fixture; by hand:
-  GISTMEM_SERVER=build/service/gistmem-server GISTMEM_TEST_MODEL=models/gistmem-tiny \
+  GISTMEM_SERVER=build/service/gistmem-server GISTMEM_TEST_MODEL=models/gistmem-16k \
   GISTMEM_CEPH_CONF=/tmp/gistmem-ceph/ceph.conf GISTMEM_CEPH_POOL=gistmem \
   GISTMEM_CEPH_DIR=/tmp/gistmem-ceph /usr/bin/python3 -m unittest -v cluster_test
 """

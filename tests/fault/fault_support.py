@@ -5,7 +5,7 @@ Environment (CTest sets it, see tests/fault/CMakeLists.txt; set it yourself to r
   GISTMEM_SERVER      gistmem-server binary
   GISTMEM_STORE_TOOL  gistmem-store-tool binary (tests/fault/store_tool.cc)
   GISTMEM_CHAT        gistmem-chat binary (disconnect_test kills it mid-stream)
-  GISTMEM_TEST_MODEL  checkpoint directory (CTest: models/gistmem-tiny)
+  GISTMEM_TEST_MODEL  checkpoint directory (CTest: models/gistmem-16k)
   GISTMEM_FAULT_SEED  seed of the random kill points and scripts (default: time-based, printed)
 """
 

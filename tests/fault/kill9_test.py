@@ -16,7 +16,7 @@ SIGKILL after a random delay, then checks, before and after restarting it:
   every session that runs that script, whether or not kills and restores came in between.
 
 Bounded: GISTMEM_FAULT_KILLS kills (default 60), each after at most 2 s of traffic.
-Run: GISTMEM_SERVER=... GISTMEM_STORE_TOOL=... GISTMEM_TEST_MODEL=models/gistmem-tiny \
+Run: GISTMEM_SERVER=... GISTMEM_STORE_TOOL=... GISTMEM_TEST_MODEL=models/gistmem-16k \
      /usr/bin/python3 -m unittest -v kill9_test   (in tests/fault)
 """
 

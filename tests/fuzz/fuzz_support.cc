@@ -38,7 +38,7 @@ const std::string& ModelDir() {
   static const std::string dir = [] {
     const char* override_dir = std::getenv("GISTMEM_FUZZ_MODEL");
     return std::string(override_dir != nullptr ? override_dir
-                                               : GISTMEM_SOURCE_DIR "/models/gistmem-tiny");
+                                               : GISTMEM_SOURCE_DIR "/models/gistmem-16k");
   }();
   return dir;
 }

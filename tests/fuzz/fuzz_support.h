@@ -17,7 +17,7 @@
 
 namespace gistmem::fuzz {
 
-// models/gistmem-tiny, or $GISTMEM_FUZZ_MODEL.
+// models/gistmem-16k, or $GISTMEM_FUZZ_MODEL.
 const std::string& ModelDir();
 const model::ModelConfig& Config();
 const model::Tokenizer& Tokenizer();

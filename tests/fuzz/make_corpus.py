@@ -4,7 +4,7 @@
     /usr/bin/python3 tests/fuzz/make_corpus.py --server build/service/gistmem-server \
         --store-tool build/tests/fault/gistmem-store-tool
 
-- store_records_fuzzer: values of a real store: gistmem-server (models/gistmem-tiny) holds
+- store_records_fuzzer: values of a real store: gistmem-server (models/gistmem-16k) holds
   sessions under every policy with small windows and a shared document, is stopped, and
   gistmem-store-tool dump writes its values; KV segments go in header-only (the target's
   fix-up flag 8 makes their payload), restore seeds pair each session's stored memory state
@@ -46,7 +46,7 @@ def header_only(value: bytes) -> bytes:
 
 def store_corpus(server: str, store_tool: str, out: pathlib.Path) -> None:
     os.environ.update(GISTMEM_SERVER=server, GISTMEM_STORE_TOOL=store_tool,
-                      GISTMEM_TEST_MODEL=str(ROOT / "models" / "gistmem-tiny"))
+                      GISTMEM_TEST_MODEL=str(ROOT / "models" / "gistmem-16k"))
     sys.path.insert(0, str(ROOT / "tests" / "fault"))
     import fault_support as fs  # noqa: E402
     from fault_support import GistmemClient, Policy, ServerProcess  # noqa: E402

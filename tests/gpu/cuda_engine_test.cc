@@ -1,5 +1,5 @@
 // The CUDA engine against the CPU engine, both through model/engine.h only: the shipped model
-// (models/gistmem-tiny, trained with gist tokens) read by a memory::SessionMemory under every
+// (models/gistmem-16k, trained with gist tokens) read by a memory::SessionMemory under every
 // policy (full, window, pool, gist) with memory::ReadRows; a batch of sequences of very
 // different lengths and policies in the same steps (prefill chunks beside decode rows); the
 // device page storage's row export/import (bf16 <-> fp32), slot copies and means; loader errors.

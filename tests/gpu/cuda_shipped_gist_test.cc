@@ -1,4 +1,4 @@
-// GPU twin of tests/unit/shipped_model_gist_test.cc: the shipped model (models/gistmem-tiny)
+// GPU twin of tests/unit/shipped_model_gist_test.cc: the shipped model (models/gistmem-16k)
 // served by the CUDA engine under its own gist policy, with real eviction, against the logits
 // its training model gave under the gist mask.
 //
@@ -21,7 +21,7 @@ TEST(CudaShippedGistModel, ServingWithEvictionMatchesTheTrainingMask) {
   GISTMEM_SKIP_WITHOUT_GPU();
   const std::filesystem::path root = cuda::testing::SourceRoot();
   absl::StatusOr<std::unique_ptr<model::Engine>> engine = model::LoadEngine(
-      root / "models/gistmem-tiny",
+      root / "models/gistmem-16k",
       {.device = "cuda", .kv_pool_bytes = int64_t{64} << 20, .block_size = kShippedGistBlockSize});
   ASSERT_TRUE(engine.ok()) << engine.status();
   ASSERT_EQ((*engine)->kv_pool().tier(), "gpu");

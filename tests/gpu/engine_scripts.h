@@ -31,7 +31,7 @@ constexpr double kTolerance = 5e-2;
 constexpr int32_t kBlock = 16;
 
 inline std::filesystem::path TinyModel() {
-  return testing::SourceRoot() / "models/gistmem-tiny";
+  return testing::SourceRoot() / "models/gistmem-16k";
 }
 
 inline std::unique_ptr<model::Engine> LoadGpu(const std::filesystem::path& dir,

@@ -3,7 +3,7 @@
 # server, the Python client and gistmem-chat tests against a --device cuda gistmem-server
 # (streaming, resume after restart and kill -9, batching, cancellation, documents, sessions
 # leaving memory for the store and coming back), a gistmem-server --device cuda smoke run on
-# models/gistmem-tiny whose stats and metrics must show the cache on the GPU, and --device
+# models/gistmem-16k whose stats and metrics must show the cache on the GPU, and --device
 # auto picking cuda with a GPU and cpu without one.
 #
 # Run from the repository root on the GPU machine, with the bundle of tests/gpu/bundle-service.sh
@@ -97,7 +97,7 @@ fi
 smoke() {
   local log=$OUT/server.log db=$G/smoke-db port=19391 ok=1
   rm -rf "$db"
-  timeout -k 5 120 "$G/bin/gistmem-server" --device "$GISTMEM_TEST_DEVICE" --model "$root/models/gistmem-tiny" \
+  timeout -k 5 120 "$G/bin/gistmem-server" --device "$GISTMEM_TEST_DEVICE" --model "$root/models/gistmem-16k" \
     --db "$db" --listen 127.0.0.1:19390 --metrics_listen 127.0.0.1:$port \
     --kv_pool_bytes 1073741824 >"$log" 2>&1 &
   local server=$!
@@ -133,10 +133,10 @@ smoke() {
   # --device auto: cuda with the GPU, cpu when the CUDA runtime sees none.
   {
     echo "\$ gistmem-cli generate (default --device)"
-    timeout 60 "$G/bin/gistmem-cli" generate --model "$root/models/gistmem-tiny" --prompt "Hello" \
+    timeout 60 "$G/bin/gistmem-cli" generate --model "$root/models/gistmem-16k" --prompt "Hello" \
       --max_tokens 4 2>&1 | head -5
     echo "\$ CUDA_VISIBLE_DEVICES= gistmem-cli generate (default --device)"
-    CUDA_VISIBLE_DEVICES='' timeout 60 "$G/bin/gistmem-cli" generate --model "$root/models/gistmem-tiny" \
+    CUDA_VISIBLE_DEVICES='' timeout 60 "$G/bin/gistmem-cli" generate --model "$root/models/gistmem-16k" \
       --prompt "Hello" --max_tokens 4 2>&1 | head -5
   } >"$G/auto.log" 2>&1
   cat "$G/auto.log" >>"$OUT/smoke.log"
@@ -149,7 +149,7 @@ smoke() {
   {
     echo "\$ gistmem-server --device $GISTMEM_TEST_DEVICE --kv_pool_bytes 400000000000"
     timeout -k 5 60 "$G/bin/gistmem-server" --device "$GISTMEM_TEST_DEVICE" \
-      --model "$root/models/gistmem-tiny" --db "$G/oom-db" --listen 127.0.0.1:0 \
+      --model "$root/models/gistmem-16k" --db "$G/oom-db" --listen 127.0.0.1:0 \
       --kv_pool_bytes 400000000000 2>&1 | tail -3
     echo "exit ${PIPESTATUS[0]}"
   } >"$G/oom.log" 2>&1
@@ -170,7 +170,7 @@ say "== C++ service integration tests (GISTMEM_TEST_DEVICE=$GISTMEM_TEST_DEVICE)
 cat "$G"/logs/service_*.result 2>/dev/null | tee -a "$summary"
 say "== gistmem-chat / Python client against gistmem-server --device $GISTMEM_TEST_DEVICE (python: ${PY:-none})"
 cat "$G"/logs/chat_*.result 2>/dev/null | tee -a "$summary"
-say "== smoke: gistmem-server --device $GISTMEM_TEST_DEVICE --model models/gistmem-tiny"
+say "== smoke: gistmem-server --device $GISTMEM_TEST_DEVICE --model models/gistmem-16k"
 grep -E "OK:|FAIL:" "$OUT/smoke.log" | tee -a "$summary"
 pass=$(cat "$G"/logs/*.result | grep -cE 'rc=0 .*failed=0|smoke ok=1')
 total=$(cat "$G"/logs/*.result | grep -vc SKIPPED)

@@ -15,7 +15,7 @@ using ::testing::HasSubstr;
 
 TEST(OpenAiProtocolTest, ParsesMessagesSamplingAndSession) {
   absl::StatusOr<ChatCompletionRequest> request = ParseChatCompletionRequest(R"({
-    "model": "gistmem-tiny", "stream": true, "stream_options": {"include_usage": true},
+    "model": "gistmem-16k", "stream": true, "stream_options": {"include_usage": true},
     "session_id": "s1", "temperature": 0.5, "top_p": 0.9, "seed": 7, "max_tokens": 12,
     "messages": [
       {"role": "system", "content": "Be brief."},
@@ -25,7 +25,7 @@ TEST(OpenAiProtocolTest, ParsesMessagesSamplingAndSession) {
       {"role": "user", "content": [{"type": "text", "text": "How "}, {"type": "text", "text": "are you?"}]}
     ]})");
   ASSERT_TRUE(request.ok()) << request.status();
-  EXPECT_EQ(request->model, "gistmem-tiny");
+  EXPECT_EQ(request->model, "gistmem-16k");
   EXPECT_TRUE(request->stream);
   EXPECT_TRUE(request->include_usage);
   EXPECT_EQ(request->session_id, "s1");

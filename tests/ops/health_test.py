@@ -15,7 +15,7 @@ import ops_support as ops
 from ops_support import GistmemClient, GistmemError, ServerProcess, grpc
 
 
-TINY_MODEL = str(ops.REPO_ROOT / "models" / "gistmem-tiny")
+TINY_MODEL = str(ops.REPO_ROOT / "models" / "gistmem-16k")
 
 
 class StartupHealthTest(unittest.TestCase):

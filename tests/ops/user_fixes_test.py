@@ -14,7 +14,7 @@ from ops_support import GistmemClient, GistmemError, ServerProcess, grpc, suppor
 
 KEY = "fixes-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"
-TINY_MODEL = str(ops.REPO_ROOT / "models" / "gistmem-tiny")
+TINY_MODEL = str(ops.REPO_ROOT / "models" / "gistmem-16k")
 
 
 def binary(variable: str) -> str:

@@ -1,5 +1,5 @@
 // The shipped gist model served with its own gist policy against the training mask
-// (tests/fixtures/gistmem-tiny/gist_reference_*, written by training/export.py), as a check any
+// (tests/fixtures/gistmem-16k/gist_reference_*, written by training/export.py), as a check any
 // engine can be put through: the CPU engine (tests/unit/shipped_model_gist_test.cc) and the
 // CUDA engine (tests/gpu/cuda_shipped_gist_test.cc), each with its own tolerance.
 #pragma once
@@ -25,16 +25,16 @@ namespace gistmem::memory {
 // Pages of 8 entries: the window's pages come and go within the fixture's stream.
 constexpr int32_t kShippedGistBlockSize = 8;
 
-// Serves the fixture's stream on `engine` (models/gistmem-tiny under `root`, pages of
+// Serves the fixture's stream on `engine` (models/gistmem-16k under `root`, pages of
 // kShippedGistBlockSize) under the model's gist policy in steps of 24 rows; the stream layout
 // must be training's and every reference row's logits within `tolerance` (row-relative).
 inline void CheckShippedGistServing(model::Engine& engine, const std::filesystem::path& root,
                                     double tolerance) {
   constexpr int32_t kBlockSize = kShippedGistBlockSize;
   const auto gist =
-      model::GistConfig::FromModelDir(root / "models/gistmem-tiny", engine.config().vocab_size);
+      model::GistConfig::FromModelDir(root / "models/gistmem-16k", engine.config().vocab_size);
   ASSERT_TRUE(gist.has_value());
-  std::ifstream in(root / "tests/fixtures/gistmem-tiny/gist_reference_case.json");
+  std::ifstream in(root / "tests/fixtures/gistmem-16k/gist_reference_case.json");
   const nlohmann::json c = nlohmann::json::parse(in);
   const nlohmann::json& mode = c.at("mode");
   const Policy policy{.kind = PolicyKind::kGist,
@@ -76,7 +76,7 @@ inline void CheckShippedGistServing(model::Engine& engine, const std::filesystem
   EXPECT_LT(memory.kv().pages_held() * layout.block_size, plan.size());
 
   const auto expected = model::SafetensorsFile::Open(
-      root / "tests/fixtures/gistmem-tiny/gist_reference_logits.safetensors");
+      root / "tests/fixtures/gistmem-16k/gist_reference_logits.safetensors");
   const std::vector<float> want = expected->tensors().at("logits").ToFloat32();
   double worst = 0;
   const auto& positions = c.at("positions");

@@ -23,7 +23,7 @@ namespace {
 const std::filesystem::path kRoot(GISTMEM_SOURCE_DIR);
 
 TEST(ShippedGistModel, ServingWithEvictionMatchesTheTrainingMask) {
-  const auto engine = model::LoadCpu(kRoot / "models/gistmem-tiny", 2, kShippedGistBlockSize);
+  const auto engine = model::LoadCpu(kRoot / "models/gistmem-16k", 2, kShippedGistBlockSize);
   CheckShippedGistServing(*engine, kRoot, 1e-4);
 }
 

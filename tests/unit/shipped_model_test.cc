@@ -1,6 +1,6 @@
-// The project's own model, models/gistmem-tiny (trained and exported by training/), against
+// The project's own model, models/gistmem-16k (trained and exported by training/), against
 // what transformers and Hugging Face `tokenizers` gave for it on the GPU machine
-// (tests/fixtures/gistmem-tiny, written by training/export.py): the CPU runtime's logits, the
+// (tests/fixtures/gistmem-16k, written by training/export.py): the CPU runtime's logits, the
 // tokenizer's ids, the Llama-3 chat rendering, and the files' contract (gist_config.json, the
 // 16 MiB file limit, the tokenizer and config agreeing).
 #include <gtest/gtest.h>
@@ -29,9 +29,9 @@ namespace {
 using nlohmann::json;
 
 const std::filesystem::path kModel =
-    std::filesystem::path(GISTMEM_SOURCE_DIR) / "models/gistmem-tiny";
+    std::filesystem::path(GISTMEM_SOURCE_DIR) / "models/gistmem-16k";
 const std::filesystem::path kFixtures =
-    std::filesystem::path(GISTMEM_SOURCE_DIR) / "tests/fixtures/gistmem-tiny";
+    std::filesystem::path(GISTMEM_SOURCE_DIR) / "tests/fixtures/gistmem-16k";
 
 json ReadJson(const std::filesystem::path& path) {
   std::ifstream in(path);
@@ -171,7 +171,7 @@ TEST(ShippedModel, FilesKeepTheContract) {
                                          "window"}));
   EXPECT_EQ(gist.at("gist_token_id").get<int32_t>(), tokenizer.TokenId("<|gist|>").value());
   EXPECT_TRUE(tokenizer.IsSpecial(gist.at("gist_token_id").get<int32_t>()));
-  EXPECT_EQ(gist.at("ratios"), json::parse("[2, 4, 8]"));
+  EXPECT_EQ(gist.at("ratios"), json::parse("[4, 8, 16]"));
   EXPECT_EQ(gist.at("default_ratio").get<int>(), 8);
   EXPECT_EQ(gist.at("sink_tokens").get<int>(), 4);
   const int window = gist.at("window").get<int>();
