@@ -258,14 +258,11 @@ absl::StatusOr<SessionRecord> RocksStore::GetSession(std::string_view tenant,
 absl::StatusOr<SessionPage> RocksStore::ListSessions(std::string_view tenant, int page_size,
                                                      std::string_view page_token) const {
   if (absl::Status id = ValidateId("tenant", tenant); !id.ok()) return id;
-  if (page_size <= 0) page_size = kDefaultPageSize;
-  page_size = std::min(page_size, kMaxPageSize);
-  std::string after;
-  if (!page_token.empty()) {
-    absl::StatusOr<std::string> last_id = DecodePageToken(page_token);
-    if (!last_id.ok()) return last_id.status();
-    after = SessionKey(tenant, *last_id);
-  }
+  absl::StatusOr<PageRequest> request = ParsePageRequest(page_size, page_token);
+  if (!request.ok()) return request.status();
+  page_size = request->page_size;
+  const std::string after =
+      request->after_id.empty() ? std::string() : SessionKey(tenant, request->after_id);
 
   const std::string prefix = TenantPrefix(tenant);
   const std::string end = PrefixEnd(prefix);
