@@ -87,8 +87,43 @@ class HostPageStorage final : public PageStorage {
     }
   }
 
+  absl::StatusOr<ParkingMemory> AllocateParking(int64_t bytes) const override {
+    auto* memory =
+        static_cast<std::byte*>(std::malloc(static_cast<size_t>(std::max<int64_t>(bytes, 1))));
+    if (memory == nullptr) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("host memory for ", bytes, " bytes of parked KV pages"));
+    }
+    return ParkingMemory(memory, [](std::byte* p) { std::free(p); });
+  }
+  // A parked page is [layer][kv][slot][kv_dim], the device tier's whole-page order.
+  absl::Status ExportPages(std::span<const int32_t> pages, std::byte* out) const override {
+    for (int32_t page : pages) {
+      for (int32_t layer = 0; layer < layout_.num_layers; ++layer) {
+        for (int32_t kv = 0; kv < 2; ++kv) {
+          std::memcpy(out, Row({.page = page, .slot = 0}, layer, kv), PageRunBytes());
+          out += PageRunBytes();
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+  absl::Status ImportPages(std::span<const int32_t> pages, const std::byte* in) override {
+    for (int32_t page : pages) {
+      for (int32_t layer = 0; layer < layout_.num_layers; ++layer) {
+        for (int32_t kv = 0; kv < 2; ++kv) {
+          std::memcpy(Row({.page = page, .slot = 0}, layer, kv), in, PageRunBytes());
+          in += PageRunBytes();
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
  private:
   size_t RowBytes() const { return static_cast<size_t>(layout_.kv_dim) * sizeof(float); }
+  // One layer's K (or V) rows of one page: contiguous in a chunk.
+  size_t PageRunBytes() const { return RowBytes() * static_cast<size_t>(layout_.block_size); }
   // A chunk is [layer][kv][page of the chunk][slot][kv_dim]: one layer's K (or V) rows of
   // the chunk's pages are one contiguous run.
   float* Row(SlotRef s, int32_t layer, int32_t kv) const {

@@ -14,6 +14,7 @@
 // guarded: whoever holds a page writes it only while no one else reads it (copy on write).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,10 @@ struct SlotRef {
   int32_t slot = 0;
   bool operator==(const SlotRef&) const = default;
 };
+
+// Host memory holding parked pages (see PageStorage::AllocateParking): plain or page-locked,
+// freed by the storage's own deleter.
+using ParkingMemory = std::unique_ptr<std::byte, void (*)(std::byte*)>;
 
 // Where a pool's pages live, and the operations on their contents that must run there.
 // Rows cross this interface as fp32 in the store's segment layout, whatever the tier's element
@@ -68,6 +73,16 @@ class PageStorage {
   // dest's rows = the mean of the sources' rows, every layer: summed in list order, then
   // scaled (the order the PyTorch reference's mean uses).
   virtual void MeanOfSlots(std::span<const SlotRef> sources, SlotRef dest) = 0;
+
+  // Parking (memory/session_kv.h, SessionKv::Park): whole pages copied out to host memory and
+  // back, bit for bit, in the tier's own element type: page_bytes() per page, pages in list
+  // order, inside a page whatever order the storage likes (only it reads them back).
+  // Host memory for `bytes` of parked pages: page-locked where the tier is a device, so the
+  // copies run at DMA speed. RESOURCE_EXHAUSTED when it cannot be had.
+  virtual absl::StatusOr<ParkingMemory> AllocateParking(int64_t bytes) const = 0;
+  // Errors are the tier's (a failed device copy: INTERNAL); the pages are then unchanged.
+  virtual absl::Status ExportPages(std::span<const int32_t> pages, std::byte* out) const = 0;
+  virtual absl::Status ImportPages(std::span<const int32_t> pages, const std::byte* in) = 0;
 };
 
 // fp32 pages in host memory (the CPU engine's tier), at most `budget_bytes` of them, mapped a

@@ -99,6 +99,7 @@ SessionKv::SessionKv(BlockPool& pool)
     : pool_(pool), pinned_(pool.layout().block_size), window_(pool.layout().block_size) {}
 
 SessionKv::~SessionKv() {
+  if (parked()) return;  // its pages went back when it was parked
   for (const KvSegment* segment : {&pinned_, &window_}) {
     for (int32_t page : segment->pages_)
       pool_.Release(page);
@@ -108,6 +109,7 @@ SessionKv::~SessionKv() {
 }
 
 int64_t SessionKv::pages_held() const {
+  if (parked()) return 0;
   return static_cast<int64_t>(pinned_.pages_.size() + window_.pages_.size() +
                               released_in_turn_.size());
 }
@@ -115,6 +117,7 @@ int64_t SessionKv::pages_held() const {
 absl::StatusOr<SlotRef> SessionKv::Append(Segment segment, int64_t position,
                                           EntryVisibility visibility, const EntryInfo& info,
                                           bool any_position) {
+  if (parked()) return absl::FailedPreconditionError("the KV is parked: unpark it first");
   if (position < 0 || position >= kVisibleForever || (!any_position && position < next_position_)) {
     return absl::InvalidArgumentError(
         absl::StrCat("KV position ", position, " does not follow position ", next_position_ - 1,
@@ -267,6 +270,7 @@ void SessionKv::EndTurn() {
 
 absl::StatusOr<std::unique_ptr<SessionKv>> SessionKv::Fork() const {
   if (in_turn_) return absl::FailedPreconditionError("a KV with an open turn cannot be forked");
+  if (parked()) return absl::FailedPreconditionError("a parked KV cannot be forked");
   auto copy = std::make_unique<SessionKv>(pool_);
   copy->pinned_ = pinned_;
   copy->window_ = window_;
@@ -278,6 +282,58 @@ absl::StatusOr<std::unique_ptr<SessionKv>> SessionKv::Fork() const {
   copy->released_ = released_;
   copy->next_position_ = next_position_;
   return copy;
+}
+
+std::vector<int32_t> SessionKv::OwnPages() const {
+  std::vector<int32_t> pages = pinned_.pages_;
+  pages.insert(pages.end(), window_.pages_.begin(), window_.pages_.end());
+  return pages;
+}
+
+absl::Status SessionKv::Park() {
+  if (in_turn_) return absl::FailedPreconditionError("a KV with an open turn cannot be parked");
+  if (parked()) return absl::FailedPreconditionError("the KV is parked already");
+  const std::vector<int32_t> pages = OwnPages();
+  const int64_t bytes = static_cast<int64_t>(pages.size()) * pool_.layout().page_bytes();
+  absl::StatusOr<ParkingMemory> memory = pool_.storage().AllocateParking(bytes);
+  if (!memory.ok()) return memory.status();
+  if (absl::Status copied = pool_.storage().ExportPages(pages, memory->get()); !copied.ok()) {
+    return copied;
+  }
+  for (int32_t page : pages)
+    pool_.Release(page);
+  parked_ = *std::move(memory);
+  parked_bytes_ = bytes;
+  return absl::OkStatus();
+}
+
+absl::Status SessionKv::Unpark() {
+  if (!parked()) return absl::OkStatus();
+  const size_t count = pinned_.pages_.size() + window_.pages_.size();
+  std::vector<int32_t> pages;
+  pages.reserve(count);
+  const auto give_back = [&] {
+    for (int32_t page : pages)
+      pool_.Release(page);
+  };
+  while (pages.size() < count) {
+    absl::StatusOr<int32_t> page = pool_.Allocate();
+    if (!page.ok()) {
+      give_back();
+      return page.status();
+    }
+    pages.push_back(*page);
+  }
+  if (absl::Status copied = pool_.storage().ImportPages(pages, parked_.get()); !copied.ok()) {
+    give_back();
+    return copied;
+  }
+  std::copy_n(pages.begin(), pinned_.pages_.size(), pinned_.pages_.begin());
+  std::copy(pages.begin() + static_cast<ptrdiff_t>(pinned_.pages_.size()), pages.end(),
+            window_.pages_.begin());
+  parked_.reset();
+  parked_bytes_ = 0;
+  return absl::OkStatus();
 }
 
 void SessionKv::AppendViews(std::vector<KvSegmentView>& views) const {

@@ -12,6 +12,10 @@
 // A memory policy (memory/session_memory.h) decides which segment an entry goes to and when
 // it stops being visible; this class only stores, releases and undoes.
 //
+// A session that waits idle can be *parked*: its own pages (pinned and window) copied out to
+// host memory and given back to the pool, everything else (per-slot arrays, documents) kept
+// where it is. Unpark brings the rows back bit for bit into new pages: no recomputation.
+//
 // Thread-safety: none; one owner at a time (the session's). Pages shared with forks or
 // documents are never written: appending into a shared tail page copies it first.
 #pragma once
@@ -116,9 +120,24 @@ class SessionKv {
   const std::vector<AttachedKv>& attached() const { return attached_; }
   // The position the next token of the stream may take: past every entry and document.
   int64_t next_position() const { return next_position_; }
-  // Pages this session holds (shared ones included) and their bytes.
+  // Pages this session holds in the pool (shared ones included; none while parked) and their
+  // bytes.
   int64_t pages_held() const;
   int64_t bytes_held() const { return pages_held() * pool_.layout().page_bytes(); }
+
+  // Copies the session's own pages to host memory (PageStorage::AllocateParking) and gives
+  // them back to the pool; attached documents stay as they are (they are shared). Until
+  // Unpark, nothing but Unpark, the destructor and the getters may be called (Append and Fork
+  // return FAILED_PRECONDITION; AppendViews must not be called). FAILED_PRECONDITION inside a
+  // turn or when parked already; the tier's error (RESOURCE_EXHAUSTED: no host memory) leaves
+  // the KV as it was.
+  absl::Status Park();
+  // Takes new pages from the pool and copies the parked rows back into them.
+  // RESOURCE_EXHAUSTED when the pool has no room: the KV then stays parked, unchanged.
+  absl::Status Unpark();
+  bool parked() const { return parked_ != nullptr; }
+  // Bytes of host memory the parked pages take (0 when not parked).
+  int64_t parked_bytes() const { return parked_bytes_; }
 
   // Appends one slot at the tail of `segment`; the engine (or a restore) then writes its rows
   // at the returned slot. Positions of pinned and window entries must increase past
@@ -168,6 +187,8 @@ class SessionKv {
     std::vector<EntryInfo> infos;
   };
 
+  // The session's own pages, pinned then window: what Park copies and Unpark refills.
+  std::vector<int32_t> OwnPages() const;
   absl::StatusOr<SlotRef> AppendTo(KvSegment& segment, int64_t position, EntryVisibility visibility,
                                    const EntryInfo& info);
   void TruncateSegment(KvSegment& segment, int32_t slots);
@@ -182,6 +203,9 @@ class SessionKv {
   Mark turn_start_;
   int64_t turn_start_released_ = 0;
   std::vector<ReleasedPage> released_in_turn_;  // in release order, still held
+
+  ParkingMemory parked_{nullptr, nullptr};  // OwnPages()' rows while parked
+  int64_t parked_bytes_ = 0;
 };
 
 }  // namespace gistmem::memory

@@ -60,6 +60,13 @@ RetainedCounts SessionMemory::Counts() const {
   return counts;
 }
 
+absl::Status SessionMemory::Park() {
+  if (in_turn_ || reserved_) {
+    return absl::FailedPreconditionError("a memory with an open turn cannot be parked");
+  }
+  return kv_.Park();
+}
+
 int64_t SessionMemory::WastedBytes() const {
   const PageLayout& layout = kv_.pool().layout();
   const int64_t entry_bytes = layout.page_bytes() / layout.block_size;

@@ -65,6 +65,15 @@ class SessionMemory {
   // Of Bytes(), what holds no retained entry (free tail slots, expired slots on live pages).
   int64_t WastedBytes() const;
 
+  // Host tier (SessionKv::Park): an idle memory's own pages leave the pool for host memory and
+  // come back bit for bit. While parked, only Unpark, the getters and the destructor may be
+  // called. Park: FAILED_PRECONDITION inside a turn. Unpark: RESOURCE_EXHAUSTED when the pool
+  // has no room (still parked).
+  absl::Status Park();
+  absl::Status Unpark() { return kv_.Unpark(); }
+  bool parked() const { return kv_.parked(); }
+  int64_t ParkedBytes() const { return kv_.parked_bytes(); }
+
   // The most raw tokens that can still be read before the stream reaches `max_positions`
   // positions (gist tokens take positions too).
   int64_t RawRoom(int64_t max_positions) const;

@@ -45,6 +45,9 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM/SIGINT, how long running turns may take before they are cancelled");
 ABSL_FLAG(int64_t, max_sessions_in_memory, 256, "Sessions whose KV cache stays in memory");
 ABSL_FLAG(int64_t, max_cache_bytes, int64_t{4} << 30, "Bytes of KV cache kept in memory");
+ABSL_FLAG(int64_t, host_cache_bytes, -1,
+          "Bytes of host memory idle sessions' KV pages may be parked in when they leave the "
+          "GPU's pool; -1 = 4 GiB with a GPU engine, 0 (off) with the CPU engine");
 ABSL_FLAG(int64_t, max_stored_sessions, 100000, "Sessions the store may hold");
 ABSL_FLAG(int64_t, max_request_tokens, 8192, "Tokens one request may add to a session");
 ABSL_FLAG(int64_t, max_session_tokens, 0,
@@ -123,6 +126,7 @@ absl::Status ValidateConfig(const ServerConfig& config) {
            AtLeast("workers", config.worker_threads, 1),
            AtLeast("max_sessions_in_memory", limits.max_sessions_in_memory, 1),
            AtLeast("max_cache_bytes", limits.max_cache_bytes, 1),
+           AtLeast("host_cache_bytes", limits.max_host_cache_bytes, -1),
            AtLeast("max_stored_sessions", limits.max_stored_sessions, 1),
            AtLeast("max_request_tokens", limits.max_request_tokens, 1),
            AtLeast("max_session_tokens", limits.max_session_tokens, 0),
@@ -186,6 +190,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   Limits& limits = config.limits;
   limits.max_sessions_in_memory = absl::GetFlag(FLAGS_max_sessions_in_memory);
   limits.max_cache_bytes = absl::GetFlag(FLAGS_max_cache_bytes);
+  limits.max_host_cache_bytes = absl::GetFlag(FLAGS_host_cache_bytes);
   limits.max_stored_sessions = absl::GetFlag(FLAGS_max_stored_sessions);
   limits.max_request_tokens = absl::GetFlag(FLAGS_max_request_tokens);
   limits.max_session_tokens = absl::GetFlag(FLAGS_max_session_tokens);

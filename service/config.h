@@ -21,6 +21,11 @@ struct Limits {
   // stay in the store) when either is exceeded.
   int64_t max_sessions_in_memory = 256;
   int64_t max_cache_bytes = int64_t{4} << 30;
+  // The host tier: bytes of host memory (page-locked for the GPU) that idle sessions' pages
+  // may be parked in when max_cache_bytes would push them out of the engine's pool; beyond it
+  // the least recently parked leave memory (they stay in the store). -1: automatic, 4 GiB when
+  // the pool is on a GPU and 0 (no host tier) when it is host memory already (the CPU engine).
+  int64_t max_host_cache_bytes = -1;
   // Sessions the store may hold; CreateSession and ForkSession fail beyond it.
   int64_t max_stored_sessions = 100000;
   // Tokens one request may add to a session's stream (template and message).

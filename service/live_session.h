@@ -46,8 +46,13 @@ struct LiveSession {
   std::deque<std::function<void()>> waiting;
   bool counted_in_memory = false;  // holds one of max_sessions_in_memory's places
   int64_t accounted_bytes = 0;     // cache_bytes as last added to the manager's total
-  bool in_lru = false;
+  // In one of the manager's LRU lists (the resident idle sessions, or the parked ones).
+  std::list<LiveSession*>* lru_list = nullptr;
   std::list<LiveSession*>::iterator lru_position;
+  // The memory's own pages are parked in the host tier (memory::SessionMemory::Park), this
+  // many bytes of host memory; the owner unparks before it uses the memory.
+  bool parked = false;
+  int64_t parked_bytes = 0;
 };
 
 }  // namespace gistmem::service

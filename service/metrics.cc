@@ -153,12 +153,19 @@ class Metrics {
         rate_limited_(BuildCounter()
                           .Name("gistmem_rate_limited_total")
                           .Help("Calls refused because their tenant was over --rate_limit")
-                          .Register(*registry_)) {
+                          .Register(*registry_)),
+        host_tier_moves_(BuildCounter()
+                             .Name("gistmem_host_tier_moves_total")
+                             .Help("Idle sessions parked in the host tier (direction park) and "
+                                   "brought back to the engine's pool (unpark)")
+                             .Register(*registry_)) {
     // Families that should show from the first scrape, even before anything happened.
     for (const char* kind : {"read", "generated", "cached"})
       tokens_.Add({{"kind", kind}});
     for (const char* tier : {"gpu", "host", "store"})
       sessions_.Add({{"tier", tier}});
+    for (const char* direction : {"park", "unpark"})
+      host_tier_moves_.Add({{"direction", direction}});
   }
 
   std::shared_ptr<prometheus::Registry> registry_;
@@ -185,6 +192,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& http_requests_;
   prometheus::Family<Histogram>& http_duration_;
   prometheus::Family<prometheus::Counter>& rate_limited_;
+  prometheus::Family<prometheus::Counter>& host_tier_moves_;
 
   // Sessions in memory, by "tenant/id", and the refreshers run before each scrape.
   std::mutex mutex_;
@@ -398,6 +406,10 @@ void SessionInMemory(const LiveSession& session) {
   snapshot.policy = LowerName(record.policy().kind());
   if (session.memory) snapshot.tier = std::string(session.memory->kv().pool().tier());
   snapshot.cache_bytes = session.cache_bytes.load();
+  if (session.parked) {  // its own pages sit in the host tier
+    snapshot.tier = "host";
+    snapshot.cache_bytes = session.parked_bytes;
+  }
   snapshot.stream_tokens = record.stream_tokens();
   const store::v1::MemoryStateRecord& memory = record.memory();
   snapshot.sink = memory.sink_entries();
@@ -410,6 +422,14 @@ void SessionInMemory(const LiveSession& session) {
   Metrics& metrics = Get();
   std::lock_guard lock(metrics.mutex_);
   metrics.sessions_in_memory_[session.key()] = std::move(snapshot);
+}
+
+void SessionParked() {
+  Get().host_tier_moves_.Add({{"direction", "park"}}).Increment();
+}
+
+void SessionUnparked() {
+  Get().host_tier_moves_.Add({{"direction", "unpark"}}).Increment();
 }
 
 void SessionLeftMemory(const LiveSession& session) {

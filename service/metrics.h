@@ -71,6 +71,9 @@ void SetDocuments(int64_t documents, int64_t bytes);
 // policy are the sums over the sessions reported here.
 void SessionInMemory(const LiveSession& session);
 void SessionLeftMemory(const LiveSession& session);
+// An idle session's pages moved to the host tier, and back (service/session_manager.h).
+void SessionParked();
+void SessionUnparked();
 
 // "OK", "CANCELLED", ... "UNAUTHENTICATED" for gRPC's status codes 0-16, else "UNKNOWN".
 std::string_view GrpcCodeName(int code);

@@ -39,7 +39,21 @@ std::string NewSessionId() {
   return id;
 }
 
-SessionManager::SessionManager(const ServiceRuntime& runtime) : runtime_(runtime) {}
+namespace {
+
+int64_t HostBudget(const ServiceRuntime& runtime) {
+  const int64_t configured = runtime.config.limits.max_host_cache_bytes;
+  if (configured >= 0) return configured;
+  // A host tier under a pool that is host memory already would only copy pages around.
+  return runtime.engine.kv_pool().tier() == "gpu" ? int64_t{4} << 30 : 0;
+}
+
+}  // namespace
+
+SessionManager::SessionManager(const ServiceRuntime& runtime)
+    : runtime_(runtime), host_budget_(HostBudget(runtime)) {
+  if (host_budget_ > 0) spdlog::info("host tier for parked sessions: {} bytes", host_budget_);
+}
 
 absl::Status SessionManager::Init() {
   absl::StatusOr<int64_t> stored = runtime_.store.CountSessions();
@@ -205,13 +219,16 @@ absl::StatusOr<v1::SessionStats> SessionManager::Stats(std::string_view tenant,
   stats.set_bytes_disk(storage->kv_bytes + storage->transcript_bytes);
   // A session in memory holds pages of the engine's pool: host memory for the CPU engine,
   // device memory for the CUDA engine.
+  // A parked one holds host memory instead.
   stats.set_bytes_gpu(0);
   {
     std::lock_guard lock(mutex_);
     const std::string key = absl::StrCat(std::string(tenant), "/", std::string(session_id));
     if (auto found = sessions_.find(key); found != sessions_.end()) {
       const int64_t bytes = found->second->cache_bytes.load();
-      if (runtime_.engine.kv_pool().tier() == "gpu") {
+      if (found->second->parked) {
+        stats.set_bytes_host(found->second->parked_bytes);
+      } else if (runtime_.engine.kv_pool().tier() == "gpu") {
         stats.set_bytes_gpu(bytes);
       } else {
         stats.set_bytes_host(bytes);
@@ -241,10 +258,7 @@ absl::Status SessionManager::RunExclusive(std::string_view tenant, std::string_v
       return absl::OkStatus();
     }
     session->busy = true;
-    if (session->in_lru) {
-      lru_.erase(session->lru_position);
-      session->in_lru = false;
-    }
+    UnlinkLocked(*session);
   }
   Start(session, std::move(operation));
   return absl::OkStatus();
@@ -284,7 +298,14 @@ absl::Status SessionManager::EnsureLoaded(LiveSession& session) {
       DropLocked(session);
     }
   }
-  if (session.loaded) return absl::OkStatus();
+  if (session.loaded) {
+    bool parked = false;
+    {
+      std::lock_guard lock(mutex_);
+      parked = session.parked;
+    }
+    return parked ? Unpark(session) : absl::OkStatus();
+  }
   {
     std::lock_guard lock(mutex_);
     const int64_t limit = runtime_.config.limits.max_sessions_in_memory;
@@ -393,6 +414,28 @@ absl::Status SessionManager::LoadFromStore(LiveSession& session) {
   return absl::OkStatus();
 }
 
+absl::Status SessionManager::Unpark(LiveSession& session) {
+  {
+    std::lock_guard lock(mutex_);
+    EvictLocked(0, session.parked_bytes);
+  }
+  if (absl::Status back = session.memory->Unpark(); !back.ok()) {
+    // Still parked, nothing lost: the caller may retry once the pool has room.
+    return absl::Status(back.code(),
+                        absl::StrCat("session ", session.id,
+                                     " cannot come back from the host tier: ", back.message()));
+  }
+  std::lock_guard lock(mutex_);
+  parked_bytes_ -= session.parked_bytes;
+  session.parked = false;
+  session.parked_bytes = 0;
+  session.cache_bytes = session.memory->Bytes();
+  metrics::SessionUnparked();
+  spdlog::debug("session {} back from the host tier ({} bytes)", session.id,
+                session.cache_bytes.load());
+  return absl::OkStatus();
+}
+
 void SessionManager::ReleaseSession(const std::shared_ptr<LiveSession>& session,
                                     bool keep_in_memory) {
   std::function<void()> next;
@@ -413,8 +456,8 @@ void SessionManager::ReleaseSession(const std::shared_ptr<LiveSession>& session,
       auto found = sessions_.find(session->key());
       const bool current = found != sessions_.end() && found->second == session;
       if (current && session->loaded) {
-        session->lru_position = lru_.insert(lru_.end(), session.get());
-        session->in_lru = true;
+        session->lru_list = session->parked ? &parked_ : &lru_;
+        session->lru_position = session->lru_list->insert(session->lru_list->end(), session.get());
       } else if (current) {
         sessions_.erase(found);  // nothing in memory and nobody waiting
       }
@@ -424,30 +467,70 @@ void SessionManager::ReleaseSession(const std::shared_ptr<LiveSession>& session,
   if (next) next();
 }
 
-void SessionManager::EvictLocked(int64_t sessions_to_free) {
+void SessionManager::EvictLocked(int64_t sessions_to_free, int64_t bytes_needed) {
   const Limits& limits = runtime_.config.limits;
-  // The byte budget counts every page of the engine's pool: idle sessions, the running ones
-  // and documents alike, so idle sessions leave to make room for live ones.
-  const memory::BlockPool& pool = runtime_.engine.kv_pool();
-  auto over = [&] {
-    return sessions_to_free > 0 || sessions_in_memory_ > limits.max_sessions_in_memory ||
-           pool.bytes_in_use() > limits.max_cache_bytes;
-  };
-  while (over() && !lru_.empty()) {
-    LiveSession* victim = lru_.front();
-    spdlog::debug("session {} leaves memory ({} bytes)", victim->id, victim->accounted_bytes);
+  // The session count covers both tiers: the least recently used leave memory, the parked
+  // ones first (they have waited longest).
+  while ((sessions_to_free > 0 || sessions_in_memory_ > limits.max_sessions_in_memory) &&
+         (!parked_.empty() || !lru_.empty())) {
+    LiveSession* victim = !parked_.empty() ? parked_.front() : lru_.front();
+    spdlog::debug("session {} leaves memory", victim->id);
     DropLocked(*victim);
     sessions_.erase(victim->key());  // last use of `victim`: the map held its only reference
     --sessions_to_free;
   }
+  // The byte budget counts every page of the engine's pool: idle sessions, the running ones
+  // and documents alike, so idle sessions leave the pool to make room for live ones.
+  const memory::BlockPool& pool = runtime_.engine.kv_pool();
+  while (pool.bytes_in_use() + bytes_needed > limits.max_cache_bytes && !lru_.empty()) {
+    LiveSession* victim = lru_.front();
+    if (ParkLocked(*victim)) continue;
+    spdlog::debug("session {} leaves memory ({} bytes)", victim->id, victim->accounted_bytes);
+    DropLocked(*victim);
+    sessions_.erase(victim->key());
+  }
+}
+
+bool SessionManager::ParkLocked(LiveSession& session) {
+  const int64_t bytes = session.memory->Bytes();
+  if (bytes > host_budget_) return false;
+  while (parked_bytes_ + bytes > host_budget_ && !parked_.empty()) {
+    LiveSession* victim = parked_.front();
+    spdlog::debug("parked session {} leaves memory ({} bytes)", victim->id, victim->parked_bytes);
+    DropLocked(*victim);
+    sessions_.erase(victim->key());
+  }
+  if (absl::Status parked = session.memory->Park(); !parked.ok()) {
+    spdlog::warn("session {} cannot be parked in the host tier: {}", session.id, parked.ToString());
+    return false;
+  }
+  UnlinkLocked(session);
+  session.lru_list = &parked_;
+  session.lru_position = parked_.insert(parked_.end(), &session);
+  session.parked = true;
+  session.parked_bytes = session.memory->ParkedBytes();
+  parked_bytes_ += session.parked_bytes;
+  bytes_in_memory_ -= session.accounted_bytes;
+  session.accounted_bytes = 0;
+  session.cache_bytes = 0;
+  metrics::SessionParked();
+  metrics::SessionInMemory(session);
+  spdlog::debug("session {} parked in the host tier ({} bytes)", session.id, session.parked_bytes);
+  return true;
+}
+
+void SessionManager::UnlinkLocked(LiveSession& session) {
+  if (session.lru_list == nullptr) return;
+  session.lru_list->erase(session.lru_position);
+  session.lru_list = nullptr;
 }
 
 void SessionManager::DropLocked(LiveSession& session) {
   metrics::SessionLeftMemory(session);
-  if (session.in_lru) {
-    lru_.erase(session.lru_position);
-    session.in_lru = false;
-  }
+  UnlinkLocked(session);
+  parked_bytes_ -= session.parked_bytes;
+  session.parked = false;
+  session.parked_bytes = 0;
   bytes_in_memory_ -= session.accounted_bytes;
   session.accounted_bytes = 0;
   if (session.counted_in_memory) {
@@ -468,6 +551,16 @@ int64_t SessionManager::sessions_in_memory() const {
 int64_t SessionManager::cache_bytes_in_memory() const {
   std::lock_guard lock(mutex_);
   return bytes_in_memory_;
+}
+
+int64_t SessionManager::sessions_parked() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<int64_t>(parked_.size());
+}
+
+int64_t SessionManager::parked_bytes() const {
+  std::lock_guard lock(mutex_);
+  return parked_bytes_;
 }
 
 }  // namespace gistmem::service

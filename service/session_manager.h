@@ -2,9 +2,16 @@
 // operation at a time works on a session.
 //
 // A session is loaded from the store (transcript and KV segments, no recomputation) when an
-// operation needs it and stays in memory until the least recently used idle sessions are
-// dropped to honour max_sessions_in_memory and max_cache_bytes; everything in memory is also
-// in the store, so dropping loses nothing.
+// operation needs it and stays in memory, in two tiers:
+//   resident  its pages in the engine's pool (the GPU's, or host memory for the CPU engine)
+//   parked    its pages copied to host memory (the host tier, max_host_cache_bytes), the
+//             pool's pages given back; the next operation copies them back (no store read)
+// When the pool's pages in use pass max_cache_bytes, the least recently used idle resident
+// sessions are parked (or dropped, when the host tier cannot take them); when the host tier is
+// full, the least recently parked are dropped; beyond max_sessions_in_memory (both tiers) the
+// least recently used are dropped. Everything in memory is also in the store, so dropping
+// loses nothing. Parking and dropping run under the manager's mutex: a parked copy is one
+// device-to-host copy of the session's own pages.
 #pragma once
 
 #include <atomic>
@@ -63,7 +70,13 @@ class SessionManager {
                             Operation operation);
 
   int64_t sessions_in_memory() const;
+  // Pool bytes of the resident sessions as last accounted (documents not included).
   int64_t cache_bytes_in_memory() const;
+  // Sessions parked in the host tier, and the host bytes they take.
+  int64_t sessions_parked() const;
+  int64_t parked_bytes() const;
+  // The host tier's budget (max_host_cache_bytes resolved for the engine).
+  int64_t host_cache_budget() const { return host_budget_; }
   int64_t stored_sessions() const { return stored_sessions_.load(); }
 
  private:
@@ -72,17 +85,27 @@ class SessionManager {
   // Loads the session if needed; runs on the worker of the operation that holds it.
   absl::Status EnsureLoaded(LiveSession& session);
   absl::Status LoadFromStore(LiveSession& session);
-  // Drops idle sessions, least recently used first, until the limits hold. mutex_ held.
-  void EvictLocked(int64_t sessions_to_free);
+  // Brings a parked session's pages back into the pool (making room first); the owner's.
+  absl::Status Unpark(LiveSession& session);
+  // Parks or drops idle sessions, least recently used first, until the limits hold with
+  // `bytes_needed` more pool bytes in use. mutex_ held.
+  void EvictLocked(int64_t sessions_to_free, int64_t bytes_needed = 0);
+  // Parks an idle resident session if the host tier can take it (dropping the least recently
+  // parked to make room); false when it cannot. mutex_ held.
+  bool ParkLocked(LiveSession& session);
   void DropLocked(LiveSession& session);
+  void UnlinkLocked(LiveSession& session);
   absl::Status ReserveStoredSession();
 
   const ServiceRuntime& runtime_;
   mutable std::mutex mutex_;
   std::unordered_map<std::string, std::shared_ptr<LiveSession>> sessions_;  // "tenant/id"
-  std::list<LiveSession*> lru_;  // idle loaded sessions, least recently used first
-  int64_t sessions_in_memory_ = 0;
+  const int64_t host_budget_;
+  std::list<LiveSession*> lru_;     // idle resident sessions, least recently used first
+  std::list<LiveSession*> parked_;  // idle parked sessions, least recently parked first
+  int64_t sessions_in_memory_ = 0;  // resident and parked
   int64_t bytes_in_memory_ = 0;
+  int64_t parked_bytes_ = 0;
   std::atomic<int64_t> stored_sessions_{0};
 };
 

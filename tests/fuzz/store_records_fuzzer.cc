@@ -18,6 +18,7 @@
 //   12   document: a document value decoded, then DecodeDocumentEntries (same fix-up flags).
 // Restored entries live in pages of a bounded host pool, so RESOURCE_EXHAUSTED is an answer
 // too (the pool is full, as on a server); every page must be back once the memory is gone.
+// A memory that restores is also parked (memory/session_kv.h) and unparked: rows unchanged.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -123,6 +124,12 @@ std::vector<float> RowsOf(const memory::SessionMemory& memory, const memory::Ent
                           layout.kv_dim);
   if (!rows.empty()) memory.kv().pool().storage().ExportRows(entries.slots, rows.data());
   return rows;
+}
+
+// Rows are arbitrary stored bytes, NaNs included: compared bit for bit.
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 constexpr store::RecordType kTypes[] = {store::RecordType::kSession, store::RecordType::kTurn,
@@ -265,9 +272,13 @@ void RestoreSegments(Reader& in) {
       service::RestoreMemory(config, segments, gistmem::fuzz::Fingerprint(), state, restored);
   ExpectDataLossOrFull(status, "RestoreMemory");
   if (!status.ok()) return;
-  // A memory that restored is one the server goes on with: plan the next rows, open and roll
-  // back a turn, and store it again.
+  // A memory that restored is one the server goes on with: parked in the host tier and back,
+  // plan the next rows, open and roll back a turn, and store it again.
+  const std::vector<float> before_parking = RowsOf(restored, AllEntries(restored));
+  if (absl::Status parked = restored.Park(); !parked.ok()) Fail("park: " + parked.ToString());
+  if (absl::Status back = restored.Unpark(); !back.ok()) Fail("unpark: " + back.ToString());
   const memory::EntryList all = AllEntries(restored);
+  if (!SameBits(RowsOf(restored, all), before_parking)) Fail("parking changed rows");
   const memory::RetainedCounts counts = restored.Counts();
   if (counts.total() > all.size()) Fail("more entries counted than cached");
   const int32_t tokens[] = {5, 6, 7, 8, 9, 10, 11, 12, 13};
@@ -290,12 +301,7 @@ void RestoreSegments(Reader& in) {
   const memory::EntryList restored_twice = AllEntries(twice);
   if (restored_twice.size() != all.size()) Fail("restore round trip lost entries");
   if (restored_twice.positions != all.positions) Fail("restore round trip moved entries");
-  // Bitwise: stored rows are arbitrary bytes, NaNs included, and must come back unchanged.
-  const std::vector<float> rows_twice = RowsOf(twice, restored_twice);
-  const std::vector<float> rows = RowsOf(restored, all);
-  if (rows_twice.size() != rows.size() ||
-      (!rows.empty() &&
-       std::memcmp(rows_twice.data(), rows.data(), rows.size() * sizeof(float)) != 0)) {
+  if (!SameBits(RowsOf(twice, restored_twice), RowsOf(restored, all))) {
     Fail("restore round trip changed rows");
   }
 }

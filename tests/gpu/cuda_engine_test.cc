@@ -215,6 +215,49 @@ TEST_F(CudaEngineTest, PageRowsExportImportCopyAndMean) {
   ASSERT_OK(device_storage->error());
 }
 
+// The host tier: a sequence's pages parked in page-locked host memory leave the device pool,
+// come back into other pages bit for bit, and read on with the same logits.
+TEST_F(CudaEngineTest, ParkedPagesComeBackBitForBit) {
+  std::mt19937 rng(47);
+  const std::vector<int32_t> tokens = RandomTokens(70, cpu_->config().vocab_size, rng);
+  std::vector<int64_t> positions(tokens.size());
+  std::iota(positions.begin(), positions.end(), 0);
+  model::PlainSequence sequence(*gpu_);
+  sequence.Forward(tokens, positions);
+  memory::SessionKv& kv = sequence.kv();
+  memory::PageStorage& storage = gpu_->kv_pool().storage();
+  const memory::PageLayout& layout = storage.layout();
+  auto rows = [&] {
+    std::vector<memory::SlotRef> slots;
+    for (int32_t i = 0; i < kv.pinned().num_slots(); ++i)
+      slots.push_back(kv.pinned().slot(i));
+    std::vector<float> out(slots.size() * 2 * layout.num_layers * layout.kv_dim);
+    storage.ExportRows(slots, out.data());
+    return out;
+  };
+  const std::vector<int32_t> next = {tokens[5]};
+  const std::vector<int64_t> next_position = {static_cast<int64_t>(tokens.size())};
+  const std::vector<float> rows_before = rows();
+  const std::vector<float> logits_before = sequence.Forward(next, next_position);
+  sequence.Undo();  // the probe's entry goes again
+  const std::vector<int32_t> pages_before = kv.pinned().pages();
+  const int64_t in_use = gpu_->kv_pool().pages_in_use();
+
+  ASSERT_OK(kv.Park());
+  EXPECT_EQ(kv.parked_bytes(), static_cast<int64_t>(pages_before.size()) * layout.page_bytes());
+  EXPECT_EQ(gpu_->kv_pool().pages_in_use(), in_use - static_cast<int64_t>(pages_before.size()));
+  // Another sequence takes the freed pages and writes them.
+  model::PlainSequence other(*gpu_);
+  other.Forward(RandomTokens(70, cpu_->config().vocab_size, rng), positions);
+  ASSERT_OK(kv.Unpark());
+  EXPECT_NE(kv.pinned().pages(), pages_before);  // other pages, the same rows
+  EXPECT_EQ(rows(), rows_before);
+  EXPECT_EQ(sequence.Forward(next, next_position), logits_before);
+  const auto* device_storage = dynamic_cast<const DevicePageStorage*>(&storage);
+  ASSERT_NE(device_storage, nullptr);
+  ASSERT_OK(device_storage->error());
+}
+
 TEST(CudaEngineLoad, ErrorsAreStatuses) {
   if (SkipWithoutGpu()) GTEST_SKIP() << "no CUDA GPU here (GISTMEM_REQUIRE_GPU=1 makes it fail)";
   EXPECT_EQ(model::LoadEngine(TinyModel(), {.device = "cuda:x"}).status().code(),

@@ -7,6 +7,8 @@
 # Never hangs: every command has a timeout and the whole run a budget (RUN_ALL_BUDGET_S, 280 s).
 # No timing assertions: the GPU may be busy with other work. Exit status 0 only if every test
 # binary passed and the sanitizers found nothing.
+# For a short device call: RUN_ALL_SKIP (a regex of binary names not to run, reported SKIP)
+# and RUN_ALL_SANITIZE=0 (no compute-sanitizer runs, reported as skipped).
 set -u
 bundle=${1:-.gpu/tests}
 out=${OUT:-/tmp/gistmem-gpu-out}
@@ -21,7 +23,9 @@ cublas=$(ls /usr/local/cuda/lib64/libcublasLt.so.13 \
   /usr/local/lib/python3*/dist-packages/nvidia/cu13/lib/libcublasLt.so.13 2>/dev/null | head -1)
 [ -n "$cublas" ] || echo "WARNING: no libcublasLt.so.13 found; the engine tests will fail to load"
 export LD_LIBRARY_PATH=$dir/lib${cublas:+:$(dirname "$cublas")}
-export GISTMEM_ROOT=$PWD GISTMEM_FIXTURES=$PWD/tests/fixtures/models GISTMEM_REQUIRE_GPU=1
+# GISTMEM_TEST_DEVICE: integration tests bundled with EXTRA_TESTS run their servers on the GPU.
+export GISTMEM_ROOT=$PWD GISTMEM_FIXTURES=$PWD/tests/fixtures/models GISTMEM_REQUIRE_GPU=1 \
+  GISTMEM_TEST_DEVICE=cuda
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 
 tests_log=$out/tests.log memcheck_log=$out/memcheck.log racecheck_log=$out/racecheck.log
@@ -57,6 +61,10 @@ say "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), cuBLASLt ${cu
 declare -A limit=([cuda_side_by_side_test]=150 [cuda_engine_test]=60 [cuda_transformer_test]=60)
 for bin in "$dir"/tests/*_test; do
   name=$(basename "$bin")
+  if [ -n "${RUN_ALL_SKIP:-}" ] && [[ $name =~ ${RUN_ALL_SKIP} ]]; then
+    say "$(printf '%-7s %-30s (RUN_ALL_SKIP)' SKIP "$name")"
+    continue
+  fi
   run "${limit[$name]:-45}" "$tests_log" "$name" "$bin"
   rc=$last_rc
   section=$(awk -v n="===== $name (" 'index($0, n) == 1 {on = 1; next} on && /^===== / {on = 0} on' \
@@ -80,7 +88,9 @@ grep -hE '^vocab [0-9]+:|^batch +[0-9]+ |^all: next token|slots x +[0-9]+ rows,'
 
 # Sanitizers on subsets that stay short (the 128256-vocab sampler case and the 64-sequence
 # attention case take minutes under the tools).
-if [ -z "$sanitizer" ]; then
+if [ "${RUN_ALL_SANITIZE:-1}" = 0 ]; then
+  say "SKIP    compute-sanitizer runs (RUN_ALL_SANITIZE=0)"
+elif [ -z "$sanitizer" ]; then
   say "FAIL    compute-sanitizer not found"; failures=$((failures + 1))
 else
   T=$dir/tests

@@ -86,11 +86,13 @@ TEST(ResumeTest, SessionsLeavingMemoryComeBackFromTheStore) {
   EXPECT_EQ(roomy.server().sessions().sessions_in_memory(), 2);
 }
 
-// A byte budget smaller than one session keeps nothing idle in memory; turns still work.
+// A byte budget smaller than one session keeps nothing idle in memory (no host tier either:
+// service_tiers_test parks); turns still work.
 TEST(ResumeTest, ByteBudgetEvictsIdleSessions) {
   TempDir dir;
   service::ServerConfig config = TestConfig(dir.path() / "db");
   config.limits.max_cache_bytes = 1024;
+  config.limits.max_host_cache_bytes = 0;
   TestServer server(config);
   const std::string id = CreateSession(server.stub(), "Budget.");
   ASSERT_TRUE(Generate(server.stub(), id, "One", Greedy(4)).status.ok());

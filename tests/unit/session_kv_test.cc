@@ -2,13 +2,15 @@
 // documents (FrozenKv) attached. Appends and their position rule, window head pages given back
 // once none of their slots is visible, TruncateTo and turns (a rollback restores everything,
 // released pages included), forks sharing pages with copy on write, documents shared by
-// sessions, and the views attention reads.
+// sessions, the views attention reads, and parking in host memory (the host tier).
 #include "memory/session_kv.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -416,6 +418,95 @@ TEST_F(SessionKvTest, ViewsArePinnedThenWindowThenDocuments) {
   // Appending adds to what is there.
   kv.AppendViews(views);
   EXPECT_EQ(views.size(), 8u);
+}
+
+// Parking copies the session's own pages out and gives them back; unparking brings every row
+// back bit for bit into new pages, with the per-slot arrays and documents as they were.
+TEST_F(SessionKvTest, ParkGivesPagesBackAndUnparkRestoresEveryRow) {
+  SessionKv kv(pool_);
+  for (int64_t p = 0; p < 6; ++p)
+    Add(kv, Segment::kPinned, p);
+  for (int64_t p = 6; p < 15; ++p)
+    Add(kv, Segment::kWindow, p, {.from_clock = 0, .until_clock = p + 1});
+  kv.Attach(Document({0, 1, 2}, 3, 40.f), "doc");
+  // A NaN and a negative zero must come back as they were, bit for bit.
+  const float odd[kRowFloats] = {std::numeric_limits<float>::quiet_NaN(), -0.0f, 1e-40f, 3.f};
+  const SlotRef odd_slot = kv.window().slot(2);
+  pool_.storage().ImportRows(std::span(&odd_slot, 1), odd);
+  auto bits = [&](const KvSegment& segment) {
+    const std::vector<float> rows = RowsOf(segment);
+    std::vector<uint32_t> out(rows.size());
+    std::memcpy(out.data(), rows.data(), rows.size() * sizeof(float));
+    return out;
+  };
+  const std::vector<uint32_t> pinned_bits = bits(kv.pinned()), window_bits = bits(kv.window());
+  const std::vector<int64_t> pinned_positions = PositionsOf(kv.pinned());
+  const int64_t own_pages = kv.pages_held();
+  const int64_t document_pages = 1;
+  ASSERT_EQ(pool_.pages_in_use(), own_pages + document_pages);
+  // Another holder of the first page (a fork's share) keeps it through the park.
+  const int32_t shared = kv.pinned().pages()[0];
+  pool_.Retain(shared);
+
+  ASSERT_TRUE(kv.Park().ok());
+  EXPECT_TRUE(kv.parked());
+  EXPECT_EQ(kv.parked_bytes(), own_pages * kLayout.page_bytes());
+  EXPECT_EQ(kv.pages_held(), 0);
+  EXPECT_EQ(pool_.pages_in_use(), document_pages + 1);  // the document and the shared page
+  EXPECT_EQ(pool_.RefCount(shared), 1);
+  EXPECT_EQ(kv.Append(Segment::kPinned, 20, {}, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(kv.Fork().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(kv.Park().code(), absl::StatusCode::kFailedPrecondition);
+  // Other sessions use the pages meanwhile (they are zeroed or overwritten).
+  SessionKv other(pool_);
+  for (int64_t p = 0; p < 12; ++p)
+    Add(other, Segment::kPinned, 100 + p);
+
+  ASSERT_TRUE(kv.Unpark().ok());
+  EXPECT_FALSE(kv.parked());
+  EXPECT_EQ(kv.parked_bytes(), 0);
+  EXPECT_EQ(kv.pages_held(), own_pages);
+  EXPECT_EQ(bits(kv.pinned()), pinned_bits);
+  EXPECT_EQ(bits(kv.window()), window_bits);
+  EXPECT_EQ(PositionsOf(kv.pinned()), pinned_positions);
+  EXPECT_EQ(kv.window().visibility(3), (EntryVisibility{.from_clock = 0, .until_clock = 10}));
+  ASSERT_EQ(kv.attached().size(), 1u);
+  for (int32_t page : kv.pinned().pages())
+    EXPECT_EQ(pool_.RefCount(page), 1);  // its own copies now
+  // It goes on as before: appends, window releases.
+  Add(kv, Segment::kWindow, 20, {.from_clock = 0, .until_clock = 30});
+  kv.ReleaseExpired(11);  // the first window page (clocks up to 7..10) goes back
+  EXPECT_EQ(kv.window().num_slots(), 10 - 4);
+  pool_.Release(shared);
+}
+
+TEST_F(SessionKvTest, ParkingIsRefusedInATurnAndUnparkWaitsForRoom) {
+  BlockPool small(MakeHostPageStorage(kLayout, 3 * kLayout.page_bytes()));
+  SessionKv kv(small);
+  for (int64_t p = 0; p < 8; ++p)
+    ASSERT_TRUE(kv.Append(Segment::kPinned, p, {}, {}).ok());
+  kv.BeginTurn();
+  EXPECT_EQ(kv.Park().code(), absl::StatusCode::kFailedPrecondition);
+  kv.EndTurn();
+  ASSERT_TRUE(kv.Park().ok());
+  EXPECT_EQ(small.pages_in_use(), 0);
+  // The pool fills up while it is parked: unparking fails, changes nothing, and works later.
+  SessionKv hog(small);
+  for (int64_t p = 0; p < 8; ++p)
+    ASSERT_TRUE(hog.Append(Segment::kPinned, p, {}, {}).ok());
+  const absl::Status full = kv.Unpark();
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_TRUE(kv.parked());
+  EXPECT_EQ(small.pages_in_use(), 2);
+  hog.TruncateTo({});
+  ASSERT_TRUE(kv.Unpark().ok());
+  EXPECT_EQ(kv.pages_held(), 2);
+  // An empty KV parks and unparks too.
+  SessionKv empty(small);
+  ASSERT_TRUE(empty.Park().ok());
+  ASSERT_TRUE(empty.Unpark().ok());
+  EXPECT_EQ(empty.pages_held(), 0);
 }
 
 }  // namespace

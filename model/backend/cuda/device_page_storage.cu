@@ -119,6 +119,49 @@ absl::Status DevicePageStorage::MapChunk(int32_t chunk) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<memory::ParkingMemory> DevicePageStorage::AllocateParking(int64_t bytes) const {
+  GISTMEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  void* memory = nullptr;
+  if (cudaError_t error = cudaMallocHost(&memory, static_cast<size_t>(std::max<int64_t>(bytes, 1)));
+      error != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it
+    return absl::ResourceExhaustedError(
+        absl::StrCat("page-locked host memory for ", bytes,
+                     " bytes of parked KV pages: ", cudaGetErrorString(error)));
+  }
+  return memory::ParkingMemory(static_cast<std::byte*>(memory),
+                               [](std::byte* p) { cudaFreeHost(p); });
+}
+
+absl::Status DevicePageStorage::CopyPages(std::span<const int32_t> pages, std::byte* out,
+                                          const std::byte* in) const {
+  std::lock_guard lock(mutex_);
+  GISTMEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  const auto page_bytes = static_cast<size_t>(pages_.layout().page_bytes());
+  for (size_t begin = 0; begin < pages.size();) {
+    size_t end = begin + 1;
+    while (end < pages.size() && pages[end] == pages[end - 1] + 1)
+      ++end;
+    void* device = PageBase(pages[begin]);
+    const size_t offset = begin * page_bytes, bytes = (end - begin) * page_bytes;
+    GISTMEM_CUDA_RETURN_IF_ERROR(
+        out != nullptr
+            ? cudaMemcpyAsync(out + offset, device, bytes, cudaMemcpyDeviceToHost, stream_)
+            : cudaMemcpyAsync(device, in + offset, bytes, cudaMemcpyHostToDevice, stream_));
+    begin = end;
+  }
+  GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status DevicePageStorage::ExportPages(std::span<const int32_t> pages, std::byte* out) const {
+  return CopyPages(pages, out, nullptr);
+}
+
+absl::Status DevicePageStorage::ImportPages(std::span<const int32_t> pages, const std::byte* in) {
+  return CopyPages(pages, nullptr, in);
+}
+
 absl::Status DevicePageStorage::UploadIndices(const std::vector<int32_t>& ints) const {
   const size_t bytes = ints.size() * sizeof(int32_t);
   GISTMEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));

@@ -64,6 +64,12 @@ class DevicePageStorage final : public memory::PageStorage {
                  std::span<const memory::SlotRef> to) override;
   void MeanOfSlots(std::span<const memory::SlotRef> sources, memory::SlotRef dest) override;
 
+  // Parking: page-locked host memory (cudaMallocHost), whole pages copied by DMA, one copy per
+  // run of consecutive pages; each call finishes before it returns.
+  absl::StatusOr<memory::ParkingMemory> AllocateParking(int64_t bytes) const override;
+  absl::Status ExportPages(std::span<const int32_t> pages, std::byte* out) const override;
+  absl::Status ImportPages(std::span<const int32_t> pages, const std::byte* in) override;
+
   // The arena as CudaTransformer::Forward reads it.
   KvPagePool& pages() { return pages_; }
   // The first CUDA failure of a row operation, or OK.
@@ -75,6 +81,9 @@ class DevicePageStorage final : public memory::PageStorage {
   absl::Status UploadIndices(const std::vector<int32_t>& ints) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void Keep(const absl::Status& status) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Copies whole pages, in list order, out of the arena to `out`, or (out null) into it from
+  // `in`.
+  absl::Status CopyPages(std::span<const int32_t> pages, std::byte* out, const std::byte* in) const;
 
   KvPagePool pages_;
   int device_;
