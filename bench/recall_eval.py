@@ -547,8 +547,9 @@ def pooled_report(items, policies, choice_values):
         lo, hi = wilson(h, n)
         o = [x for x, m in zip(hits[name], open_mask) if m]
         c = [x for x, m in zip(hits[name], open_mask) if not m]
+        ratio = f"{h / n / full:.2f}" if full else "n/a"  # full recalled nothing
         lines.append(f"| {name} | {h / n:.3f} ({h}/{n}; {lo:.3f}-{hi:.3f}) | {sum(o)}/{len(o)} | "
-                     f"{sum(c)}/{len(c)} | {h / n / full:.2f} |")
+                     f"{sum(c)}/{len(c)} | {ratio} |")
     lines += ["\nPaired, same questions (b = only the first recalls, c = only the second; "
               "exact two-sided sign test on b vs c):\n",
               "| comparison | both | b | c | neither | p |",

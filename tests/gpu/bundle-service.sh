@@ -10,8 +10,13 @@
 #     BUILD_DIR  a build tree made with nvcc (GISTMEM_CUDA AUTO or ON), every target built
 #     OUT_DIR    gets bundle-service.tar.xz; a git-ignored folder of the checkout that is
 #                carried to the GPU machine, e.g. .gpu/service
+#   SPLIT_MB=N   also cuts the bundle into parts of at most N MB, OUT_DIR/part-K/ (K = 0, 1,
+#                ...), for when the checkout plus the bundle pass a call's carry limit: carry
+#                one part a call, back to back (the machine keeps /tmp while it is held), each
+#                call starting with `bash tests/gpu/stage-part.sh .gpu/service/part-K`; the
+#                last part's call then runs `bash tests/gpu/run-service.sh`.
 set -euo pipefail
-[[ $# -eq 2 ]] || { sed -n '2,12p' "$0"; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '2,17p' "$0"; exit 2; }
 build=$(cd "$1" && pwd) out=$2
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 [[ -f $build/model/backend/cuda/libgistmem_cuda.a ]] ||
@@ -47,3 +52,15 @@ tar -C "$stage" -cf - MANIFEST bin tests lib python_generated |
   xz --lzma2=preset=${XZ_PRESET:-6},dict=256MiB -T1 >"$out/bundle-service.tar.xz"
 echo "$out/bundle-service.tar.xz: $(du -h "$out/bundle-service.tar.xz" | cut -f1)," \
   "${#bins[@]} binaries, $(ls "$stage/lib" | wc -l) libraries"
+if [[ -n ${SPLIT_MB:-} ]]; then
+  rm -rf "$out"/part-*
+  split -b "${SPLIT_MB}M" -d -a 2 "$out/bundle-service.tar.xz" "$out/bundle-service.tar.xz.part-"
+  parts=("$out"/bundle-service.tar.xz.part-*)
+  sum=$(sha256sum <"$out/bundle-service.tar.xz" | cut -d' ' -f1)
+  for k in "${!parts[@]}"; do
+    mkdir -p "$out/part-$k"
+    mv "${parts[$k]}" "$out/part-$k/"
+    printf '%s %s\n' "${#parts[@]}" "$sum" >"$out/part-$k/PARTS"
+  done
+  echo "split into ${#parts[@]} parts: $out/part-0 .. part-$((${#parts[@]} - 1))"
+fi
