@@ -5,7 +5,9 @@
 #   bench/paged_kv_instructions.sh BEFORE_BINARY [AFTER_BINARY]
 # Env: LENGTHS (default "1024 2048 4096 8192 16384 32768"), POLICIES (default
 #   "full,window,pool,gist"), TIMED_TURNS (default 1), OUT (where the callgrind files go;
-#   default a new temporary directory).
+#   default a new temporary directory), MODEL (a checkpoint directory both binaries load; set
+#   it: each binary's default model is the one of its own commit, and a row is only comparable
+#   on the same model).
 # Both binaries need the bench's --policies and --documents flags: for the before binary
 # apply bench/paged_kv_before_bench_flags.patch to 41d846d (the bench driver only).
 # Counted: each memory::ReadRows call alone (the timed forward turns and the decode step of
@@ -30,7 +32,7 @@ for n in ${LENGTHS:-1024 2048 4096 8192 16384 32768}; do
     OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out/$which-$n.out" \
       --dump-before='gistmem::memory::Describe*' \
       --dump-after='gistmem::memory::ReadRows*' \
-      "$bin" --timed_turns "$turns" --threads 1 --lengths "$n" \
+      "$bin" ${MODEL:+--model "$MODEL"} --timed_turns "$turns" --threads 1 --lengths "$n" \
       --policies "${POLICIES:-full,window,pool,gist}" --documents=false >"$out/$which-$n.txt" \
       2>"$out/$which-$n.log"
   done
