@@ -251,10 +251,18 @@ void CpuTransformer::Attention(const Batch& batch, const float* q, float* out) {
     const int64_t query_position = batch.positions[row], clock = batch.clocks[row];
     const int64_t kv_offset = (head / group) * head_dim;  // grouped-query attention
     const float* query = q + row * q_dim + head * head_dim;
+    // Scores and value rows of the visible slots, written by index into buffers that only grow
+    // (no per-slot push_back: the slot walk is the hot loop of long sessions).
     thread_local std::vector<const float*> values;
     thread_local std::vector<float> rotated, weights;
-    values.clear();
-    weights.clear();
+    size_t slots = 0;
+    for (size_t v = batch.view_offsets[c]; v < batch.view_offsets[c + 1]; ++v)
+      slots += static_cast<size_t>(batch.views[v].num_slots);
+    if (weights.size() < slots) {
+      weights.resize(slots);
+      values.resize(slots);
+    }
+    size_t n = 0;
     rotated.resize((batch.view_offsets[c + 1] - batch.view_offsets[c]) * head_dim);
     // Segments in their fixed order (pinned, window, documents), slots in order: the sum runs
     // in the same order for a live session and for one restored from the store. Scores are
@@ -273,17 +281,20 @@ void CpuTransformer::Attention(const Batch& batch, const float* q, float* out) {
         ApplyRope(shifted, back, 1, head_dim, inv_freq_);
         segment_query = shifted;
       }
-      // Page by page: a page's K (and V) rows of this layer are contiguous, kv_dim apart.
+      // Page by page: a page's K (and V) rows of this layer are contiguous, kv_dim apart, and
+      // so are consecutive pages of one chunk (memory/block_pool.h), which the hardware
+      // prefetcher follows. A next page elsewhere (another chunk, a page taken out of order)
+      // is asked for while this one is scored.
       const int32_t block = layout.block_size;
+      const int64_t kv_dim = layout.kv_dim, run = int64_t{block} * kv_dim;
       for (int32_t first = 0, p = 0; first < view.num_slots; first += block, ++p) {
         const float* keys = key_rows[p] + kv_offset;
         const float* page_values = value_rows[p] + kv_offset;
         const int32_t end = std::min(view.num_slots, first + block);
-        if (first + block < view.num_slots) {
-          // The next page may sit in another chunk: ask for its rows while this one is scored.
+        if (first + block < view.num_slots && key_rows[p + 1] != key_rows[p] + run) {
           for (int32_t s = 0; s < block; ++s) {
-            __builtin_prefetch(key_rows[p + 1] + kv_offset + int64_t{s} * layout.kv_dim);
-            __builtin_prefetch(value_rows[p + 1] + kv_offset + int64_t{s} * layout.kv_dim);
+            __builtin_prefetch(key_rows[p + 1] + kv_offset + int64_t{s} * kv_dim);
+            __builtin_prefetch(value_rows[p + 1] + kv_offset + int64_t{s} * kv_dim);
           }
         }
         for (int32_t i = first; i < end; ++i) {
@@ -291,18 +302,16 @@ void CpuTransformer::Attention(const Batch& batch, const float* q, float* out) {
             if (!mask_.Visible(query_position, view.positions[i])) continue;
             if (clock < view.visible_from[i] || clock > view.visible_until[i]) continue;
           }
-          const int64_t row_offset = int64_t{i - first} * layout.kv_dim;
-          if (i + 8 < end) {
-            for (int64_t line = 0; line < head_dim; line += 16)
-              __builtin_prefetch(keys + row_offset + 8 * layout.kv_dim + line);
-          }
-          weights.push_back(Dot(segment_query, keys + row_offset, head_dim) * scale);
-          values.push_back(page_values + row_offset);
+          const int64_t row_offset = int64_t{i - first} * kv_dim;
+          weights[n] = Dot(segment_query, keys + row_offset, head_dim) * scale;
+          values[n] = page_values + row_offset;
+          ++n;
         }
       }
     }
-    Softmax(weights.data(), static_cast<int64_t>(weights.size()));
-    WeightedSum(weights, values, head_dim, out + row * q_dim + head * head_dim);
+    Softmax(weights.data(), static_cast<int64_t>(n));
+    WeightedSum(std::span(weights.data(), n), std::span(values.data(), n), head_dim,
+                out + row * q_dim + head * head_dim);
   });
 }
 
