@@ -138,6 +138,8 @@ ANSWER_CORE = ["{V}", "{V}.", "{K} is {V}.", "It's {V}.", "That's {V}.", "{V} - 
                "According to what you wrote, {V}.", "{K} = {V}", "Sure: {V}.",
                "That would be {V}.", "Here it is: {V}.", "{K} reads {V}.",
                "You gave {V} for {K}.", "{V} is {K}.", "The entry says {V}."]
+ANSWER_PRE = ["Sure. ", "Yes - ", "Let me check... ", "From earlier: ", "Okay. ", "Right: ",
+              "I have it. ", "Found it. ", "Of course. ", "Checking my notes: "]
 ACK = ["Noted.", "Okay.", "Got it.", "Saved.", "I'll keep that.", "Thanks, recorded.",
        "Understood.", "Kept.", "Logged it.", "Okay, I have those.", "All noted.", "Sure.",
        "I've written that down.", "Will do.", "Recorded.", "Fine, noted.", "Done."]
@@ -445,6 +447,9 @@ class Maker:
         text, off = self._fill(r.choice(ANSWER_CORE), k, v)
         if off > 0:
             text = cap(text)
+        if r.random() < 0.3:
+            pre = r.choice(ANSWER_PRE)
+            text, off = pre + text, off + len(pre)
         return text, off
 
     def row(self, key, v, fmt):
