@@ -9,14 +9,16 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "training")]
 
+import copying  # noqa: E402
 import dialogues  # noqa: E402
 import recall  # noqa: E402
 import recall_heldout as heldout  # noqa: E402
 
 
 def main():
-    nouns = [a for a, _ in recall.ENTITY_ATTRS] + list(dialogues.CODE_THINGS)
-    bad = heldout.check_disjoint([dialogues, recall], nouns)
+    nouns = ([a for a, _ in recall.ENTITY_ATTRS] + list(dialogues.CODE_THINGS)
+             + copying.ATTRIBUTES + copying.OBJECTS)
+    bad = heldout.check_disjoint([dialogues, recall, copying], nouns)
     assert not bad, bad
     rng = random.Random(5)
     words = "the of river a lantern north report measured quietly and seven".split()

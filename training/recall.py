@@ -24,6 +24,7 @@ import random
 
 import numpy as np
 
+import copying
 import dialogues as dl
 
 CHARS_PER_TOKEN = 3.6   # prose with this tokenizer (digits one a token): an estimate only
@@ -55,11 +56,19 @@ REC_ANSWER = ["The {attr} of {key} is {value}.", "{key}'s {attr} is {value}.",
 
 
 class Session:
-    def __init__(self, docs, lists, rng: random.Random, chars_per_token=CHARS_PER_TOKEN):
+    """`generic_share`: the share of statement groups made by copying.py (arbitrary keys and
+    value shapes, siblings, updates, tables, tool output, documents); the rest are the kinds
+    below (personal facts and records)."""
+
+    def __init__(self, docs, lists, rng: random.Random, chars_per_token=CHARS_PER_TOKEN,
+                 generic_share=0.0):
         self.cpt = chars_per_token
         self.gen = dl.Generator(docs, lists, rng)
         self.rng = rng
         self.first = lists["female"] + lists["male"]
+        self.generic_share = generic_share
+        self.maker = copying.Maker(rng, copying.corpus_words(self.gen.docs), self.first,
+                                   self.gen.states)
 
     # ---- values
     def _value(self, kind: str) -> str:
@@ -120,6 +129,39 @@ class Session:
                 r.choice(REC_ASK).format(attr=attr, key=key),
                 r.choice(REC_ANSWER).format(attr=attr, key=key, value=value), value)
 
+    def _generic(self, count):
+        """count facts [(fid placeholder, Key, value, shape)] of one copying.py group: a
+        sibling (same key but one part, same value shape) beside a fact now and then, and
+        keys unique in the session."""
+        r, m = self.rng, self.maker
+        style = r.choice(copying.STYLES)
+        if style == "assist":
+            count = 1
+        elif style == "doc":
+            count = min(count, 3)
+        facts = []
+        while len(facts) < count:
+            if facts and r.random() < 0.35:
+                base = r.choice(facts)
+                key, shape = m.sibling(base[0]), base[2]
+            elif self.recent and r.random() < 0.15:
+                key, shape = m.sibling(r.choice(self.recent)), None
+            else:
+                key, shape = m.key(), None
+            ident = key.text("user", 0)
+            if ident in self.used:
+                continue
+            self.used.add(ident)
+            forms = key.forms()
+            for _ in range(20):  # a value never inside its key, nor equal to another's
+                value, got = m.value(shape)
+                if (not any(value in t for t in forms)
+                        and all(value not in f[1] and f[1] not in value for f in facts)):
+                    break
+            facts.append((key, value, got))
+        self.recent = (self.recent + [f[0] for f in facts])[-20:]
+        return style, facts
+
     def _passage_turns(self, chars: int):
         r = self.rng
         chars = max(120, chars)
@@ -138,13 +180,20 @@ class Session:
         list of (kind, fact id, value, row text) for the values inside the content ('state'/'answer')."""
         r = self.rng
         self.used = set()  # things and (entity, attribute) pairs: no two facts share a question
+        self.recent = []   # keys of copying.py facts, for siblings across groups
         chars = int(n_tokens * self.cpt)
-        cap = max(2, int(chars * fact_share / 150))   # a fact costs ~150 chars all told
+        # a fact costs ~150 chars all told, a copying.py fact ~250 (longer keys, documents)
+        cap = max(2, int(chars * fact_share / (150 + 100 * self.generic_share)))
         n_facts = r.randint(min(5, cap), min(40, cap))
         # Statement groups: personal facts (1-3 a turn) or record lists (3-12 rows, one attr).
         groups, made = [], 0
         while made < n_facts:
             left = n_facts - made
+            if self.generic_share and r.random() < self.generic_share:
+                style, rows = self._generic(min(left, r.randint(1, 8)))
+                groups.append(("generic", (style, rows)))
+                made += len(rows)
+                continue
             if r.random() < 0.55 and left >= 3:
                 attr, kind = r.choice(ENTITY_ATTRS)
                 rows = [self._record(attr, kind) for _ in range(min(left, r.randint(3, 12)))]
@@ -156,8 +205,35 @@ class Session:
         # Timeline in characters: statements in the first 75%, questions after them.
         events = []  # (char position, order, kind, payload)
         fact_id = 0
+        mk = self.maker
         for kind, rows in groups:
             at = r.uniform(0, 0.75) * chars
+            if kind == "generic":
+                style, facts = rows
+                ids = list(range(fact_id, fact_id + len(facts)))
+                fact_id += len(facts)
+                events.append((at, 0, "generic", (style, [(fid, key, value) for fid, (key, value, _)
+                                                           in zip(ids, facts)])))
+                for fid, (key, value, shape) in zip(ids, facts):
+                    lo = at
+                    if r.random() < 0.12:  # the value changes later; asks want the new one
+                        new = mk.value(shape)[0]
+                        if (value not in new and new not in value
+                                and not any(new in t for t in key.forms())):
+                            lo = r.uniform(at, at + 0.6 * (chars - at))
+                            text, off = mk.update(key, new, value)
+                            events.append((lo, 0, "update", (fid, text, off, new)))
+                            value = new
+                    if r.random() < 0.15:  # a distractor: stated, never asked
+                        continue
+                    for _ in range(2 if r.random() < 0.3 else 1):
+                        q = (r.uniform(lo, chars) if r.random() < 0.5
+                             else chars - (chars - lo) * r.random() ** 2)
+                        answer, off = mk.answer(key, value)
+                        events.append((q, 1, "ask", (fid, (None, mk.question(key), answer,
+                                                          value, off))))
+                        lo = q
+                continue
             ids = list(range(fact_id, fact_id + len(rows)))
             fact_id += len(rows)
             events.append((at, 0, kind, list(zip(ids, rows))))
@@ -177,7 +253,9 @@ class Session:
         for e in events:
             if (e[2] == "ask" and timeline and timeline[-1][2] == "asks"
                     and e[0] - timeline[-1][0] < 200 and len(timeline[-1][3]) < 3
-                    and all(p[0] != e[3][0] for p in timeline[-1][3])):
+                    and all(p[0] != e[3][0] for p in timeline[-1][3])
+                    and all(p[1][3] not in e[3][1][1] and e[3][1][3] not in p[1][1]
+                            for p in timeline[-1][3])):  # no value inside a neighbour question
                 timeline[-1][3].append(e[3])
             elif e[2] == "ask":
                 timeline.append((e[0], 1, "asks", [e[3]]))
@@ -197,6 +275,14 @@ class Session:
                 text = " ".join(row[0] for _, row in payload)
                 msgs.append(("user", text, [("state", fid, row[3], row[0]) for fid, row in payload]))
                 msgs.append(("assistant", r.choice(dl.ACKS), None))
+            elif kind == "generic":
+                style, facts = payload
+                doc = lambda c: self.gen._passage(min(c, max(200, chars // 12)))  # noqa: E731
+                msgs.extend(copying.state_group(mk, facts, style, doc))
+            elif kind == "update":
+                fid, text, off, value = payload
+                msgs.append(("user", text, [("state", fid, value, text, off)]))
+                msgs.append(("assistant", r.choice(copying.ACK), None))
             elif kind == "list":
                 attr_lines = "\n".join(row[0] for _, row in payload)
                 msgs.append(("user", f"{r.choice(LIST_INTROS)}\n{attr_lines}",
@@ -205,7 +291,8 @@ class Session:
             else:
                 msgs.append(("user", " ".join(row[1] for _, row in payload), None))
                 msgs.append(("assistant", " ".join(row[2] for _, row in payload),
-                             [("answer", fid, row[3], row[2]) for fid, row in payload]))
+                             [("answer", fid, row[3], row[2]) + tuple(row[4:])
+                              for fid, row in payload]))
             used += sum(len(m[1]) + 40 for m in msgs[-2:])
         if used < chars:
             msgs.extend(self._passage_turns(int(chars - used + 400)))
@@ -213,7 +300,9 @@ class Session:
 
 
 def render(msgs, bos: str = dl.BOS):
-    """Text, and the marks as (kind, fact id, char start, char end) in text order."""
+    """Text, and the marks as (kind, fact id, char start, char end) in text order. A mark of
+    the messages is (kind, fact id, value, row[, offset of the value in row]); without the
+    offset the value is the last match in its row."""
     parts, marks, at = [bos], [], len(bos)
     for role, content, vals in msgs:
         head = f"<|start_header_id|>{role}<|end_header_id|>\n\n"
@@ -221,8 +310,8 @@ def render(msgs, bos: str = dl.BOS):
         content = content.strip()
         if vals:
             search = 0
-            for kind, fid, value, row in vals:  # the value is the last match in its row
-                i = content.index(row, search) + row.rindex(value)
+            for kind, fid, value, row, *off in vals:
+                i = content.index(row, search) + (off[0] if off else row.rindex(value))
                 marks.append((kind, fid, at + i, at + i + len(value)))
                 search = i + len(value)
         parts.append(head + content + "<|eot_id|>")

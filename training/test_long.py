@@ -6,7 +6,8 @@
 - flexmask: the reordered-key mask_mod, put back in stream order, equals gist_mask.visibility
   for every mode (compact and interleaved keys), with padding past the stream;
 - recall: sessions have exactly n raw tokens; every answer's value tokens decode to a value
-  that was stated earlier in the session, at the recorded distance.
+  that was stated earlier in the session, at the recorded distance (recall.py's own facts,
+  and with copying.py's at generic share 0.7; more in test_copying.py).
 """
 import gzip
 import json
@@ -54,7 +55,8 @@ def test_recall(data=HERE / "data"):
     tok = tokenizer_lib.ByteTokenizer()
     answers, dists = 0, []
     for seed in range(6):
-        session = recall.Session(docs, lists, random.Random(seed), chars_per_token=1.0)
+        session = recall.Session(docs, lists, random.Random(seed), chars_per_token=1.0,
+                                 generic_share=0.7 if seed % 2 else 0.0)
         n = [1024, 4096, 16384][seed % 3]
         ids, values, dist = recall.make_row(tok, session, n, 0.3 + 0.1 * seed)
         assert len(ids) == n and len(values) == n

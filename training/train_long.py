@@ -65,10 +65,13 @@ def _init_worker():
 
 
 def gen_rows(task):
-    """task (seed, n, count, fact_share range, prose share) -> list of (ids, values, dist)."""
-    seed, n, count, share, prose_share = task
+    """task (seed, n, count, fact_share range, prose share[, generic share]) -> list of
+    (ids, values, dist). The generic share (copying.py's facts among a session's statement
+    groups) defaults to --generic-share."""
+    seed, n, count, share, prose_share = task[:5]
+    generic = task[5] if len(task) > 5 else _W.get("generic", 0.0)
     rng = random.Random(seed)
-    session = recall.Session(_W["docs"], _W["lists"], rng)
+    session = recall.Session(_W["docs"], _W["lists"], rng, generic_share=generic)
     out = []
     prose = _W["prose"]
     for _ in range(count):
@@ -295,8 +298,14 @@ def main():
     p.add_argument("--intermediate", type=int, default=896)
     p.add_argument("--rope-theta", type=float, default=500000.0)
     p.add_argument("--max-positions", type=int, default=16384)
-    p.add_argument("--eval", default="1K:1024:96:32,4K:4096:64:16,16K:13107:32:8",
-                   help="name:raw tokens:sessions:batch (the same rows for every policy)")
+    p.add_argument("--generic-share", type=float, default=0.7,
+                   help="share of a training session's statement groups made by copying.py "
+                        "(arbitrary keys, value shapes and phrasings; 0 = the gistmem-16k data)")
+    p.add_argument("--eval", default="1K:1024:96:32:0,4K:4096:64:16:0,16K:13107:32:8:0,"
+                                     "4Kg:4096:64:16:1,16Kg:13107:16:8:1",
+                   help="name:raw tokens:sessions:batch[:generic share] (the same rows for "
+                        "every policy; without the share, --generic-share). The sets with 0 "
+                        "are gistmem-16k's; the 'g' sets are copying.py's facts alone")
     p.add_argument("--no-eval", action="store_true",
                    help="skip the held-out evaluation (intermediate pieces)")
     p.add_argument("--eval-prose", type=int, default=32, help="prose rows in the 4K set")
@@ -336,13 +345,16 @@ def main():
         f"{[tok.id_to_token(i) for i in digits.ids] if hasattr(tok, 'id_to_token') else ''}")
 
     # Held-out sets first (workers built on the held-out documents), then the training pool.
-    _W.update(tok=tok, docs=splits["eval"][0], lists=lists, prose=splits["eval"][1], bos=bos_id)
+    _W.update(tok=tok, docs=splits["eval"][0], lists=lists, prose=splits["eval"][1], bos=bos_id,
+              generic=args.generic_share)
     eval_sets = {}
     with multiprocessing.get_context("fork").Pool(args.workers, _init_worker) as pool:
         for i, part in enumerate(args.eval.split(",")):
-            name, n, count, bs = part.split(":")
+            name, n, count, bs, *generic = part.split(":")
             n, count, bs = int(n), int(count), int(bs)
-            tasks = [(10 ** 9 + 1000 * i + j, n, 1, (0.1, 0.6), 0.0) for j in range(count)]
+            generic = float(generic[0]) if generic else args.generic_share
+            tasks = [(10 ** 9 + 1000 * i + j, n, 1, (0.1, 0.6), 0.0, generic)
+                     for j in range(count)]
             sessions = [r for rows in pool.map(gen_rows, tasks) for r in rows]
             prose = []
             if name == "4K" and args.eval_prose:
@@ -353,7 +365,7 @@ def main():
             eval_sets[name] = (n, t, bs, sessions, prose)
             answers = sum(int(len(np.unique(r[1])) - 1) for r in sessions)
             log(f"held-out {name}: {count} sessions of {n} raw tokens (stream {t}), "
-                f"{answers} answers; {len(prose)} prose rows")
+                f"{answers} answers, generic share {generic}; {len(prose)} prose rows")
     _W.update(docs=splits["train"][0], prose=splits["train"][1])
     phases = parse_phases(args.phases)
     saved = None
