@@ -492,24 +492,24 @@ void SessionManager::EvictLocked(int64_t sessions_to_free, int64_t bytes_needed)
 }
 
 bool SessionManager::ParkLocked(LiveSession& session) {
-  const int64_t bytes = session.memory->Bytes();
-  if (bytes > host_budget_) return false;
-  while (parked_bytes_ + bytes > host_budget_ && !parked_.empty()) {
-    LiveSession* victim = parked_.front();
-    spdlog::debug("parked session {} leaves memory ({} bytes)", victim->id, victim->parked_bytes);
-    DropLocked(*victim);
-    sessions_.erase(victim->key());
-  }
+  if (session.memory->Bytes() > host_budget_) return false;
   if (absl::Status parked = session.memory->Park(); !parked.ok()) {
     spdlog::warn("session {} cannot be parked in the host tier: {}", session.id, parked.ToString());
     return false;
   }
   UnlinkLocked(session);
-  session.lru_list = &parked_;
-  session.lru_position = parked_.insert(parked_.end(), &session);
   session.parked = true;
   session.parked_bytes = session.memory->ParkedBytes();
   parked_bytes_ += session.parked_bytes;
+  // Room for it: the least recently parked leave memory (only once it is parked for sure).
+  while (parked_bytes_ > host_budget_ && !parked_.empty()) {
+    LiveSession* victim = parked_.front();
+    spdlog::debug("parked session {} leaves memory ({} bytes)", victim->id, victim->parked_bytes);
+    DropLocked(*victim);
+    sessions_.erase(victim->key());
+  }
+  session.lru_list = &parked_;
+  session.lru_position = parked_.insert(parked_.end(), &session);
   bytes_in_memory_ -= session.accounted_bytes;
   session.accounted_bytes = 0;
   session.cache_bytes = 0;
