@@ -46,6 +46,8 @@ struct Config {
   float decode_fraction = 0.5f;
   float query_scale = 1.f;  // larger: sharper softmax
   bool with_shared = true;
+  bool whole_prefill = false;  // every position is a query row (a prefill from the start)
+  int32_t raw_window = 0;      // > 0: window slot p stays visible while clock <= p + raw_window
   AttentionOptions options;
 };
 
@@ -98,7 +100,8 @@ class Fixture {
       const int32_t len = lengths[s];
       const bool decode = unit(rng_) < c_.decode_fraction;
       const int32_t rows =
-          decode
+          c_.whole_prefill ? len
+          : decode
               ? 1 + (unit(rng_) < 0.2)
               : std::min<int32_t>(len, 1 + static_cast<int32_t>(unit(rng_) * c_.max_prefill_rows));
       // The stream: positions 0..len-1 across pinned and window slots; the last `rows`
@@ -114,8 +117,9 @@ class Fixture {
         // The clock of position p is p here; a slot is visible from its own clock, and
         // some slots' visibility ends (a raw token leaving the window) before the queries.
         const bool ends = unit(rng_) < 0.3 && p < first_query;
-        const int32_t until =
+        int32_t until =
             ends ? p + static_cast<int32_t>(unit(rng_) * (len - p)) : memory::kVisibleForever;
+        if (c_.raw_window > 0 && p >= pinned) until = p + c_.raw_window;
         seg.visible_from.push_back(p);
         seg.visible_until.push_back(until);
       }
@@ -348,6 +352,24 @@ TEST(CudaPagedAttention, SlidingWindowAndTinyHeads) {
   c.num_sequences = 20;
   c.max_slots = 500;
   RunCase(c, 4);
+}
+
+// Prefills from position 0 under causality alone and under a short raw window (the shape of a
+// gist or window prefill): most K/V tiles are seen by no query of a CTA and skipped, the others
+// partly; with and without KV splits (a split whose every tile is skipped must combine as empty).
+TEST(CudaPagedAttention, WholePrefillSkipsTilesNoQuerySees) {
+  Config c;
+  c.num_sequences = 3;
+  c.decode_fraction = 0.f;
+  c.whole_prefill = true;
+  c.min_slots = 300;
+  c.max_slots = 700;
+  c.query_scale = 2.f;
+  RunCase(c, 21);  // causality alone
+  c.raw_window = 48;
+  RunCase(c, 22);
+  c.options.kv_chunk = 128;
+  RunCase(c, 23);
 }
 
 TEST(CudaPagedAttention, RowThatSeesNothingGetsZeros) {
