@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -42,13 +44,54 @@ absl::Status CheckSegment(const memory::KvSegmentView& seg, int32_t s, int32_t i
   return absl::OkStatus();
 }
 
+// A rough cost of a prefill work item, to start the costliest first (the causal tail of a long
+// prefill otherwise runs last, on a few multiprocessors): the slots of its range up to the
+// position of its last row, if the rows are the sequence's last positions (as in a prefill).
+int64_t PrefillCost(const WorkItem& item, int64_t length, int32_t rows, int32_t group,
+                    int32_t per_cta) {
+  const int64_t last_row = std::min<int64_t>(rows - 1, (item.qvec_begin + per_cta - 1) / group);
+  const int64_t seen_end = std::min<int64_t>(item.kv_end, length - rows + last_row + 1);
+  return std::max<int64_t>(0, seen_end - item.kv_begin);
+}
+
 }  // namespace
 
+std::string_view AttentionKernelName(AttentionKernel kernel) {
+  switch (kernel) {
+    case AttentionKernel::kTensorCores:
+      return "tensor_cores";
+    case AttentionKernel::kCudaCores:
+      return "cuda_cores";
+    case AttentionKernel::kAuto:
+      break;
+  }
+  return "auto";
+}
+
+absl::StatusOr<AttentionKernel> ParseAttentionKernel(std::string_view name) {
+  for (AttentionKernel k :
+       {AttentionKernel::kAuto, AttentionKernel::kTensorCores, AttentionKernel::kCudaCores}) {
+    if (name == AttentionKernelName(k)) return k;
+  }
+  return absl::InvalidArgumentError("attention kernel '" + std::string(name) +
+                                    "' is none of auto, tensor_cores, cuda_cores");
+}
+
 absl::StatusOr<std::unique_ptr<PagedAttention>> PagedAttention::Create(AttentionOptions options) {
+  if (options.kernel == AttentionKernel::kAuto) {
+    if (const char* forced = std::getenv("GISTMEM_ATTENTION_KERNEL")) {
+      absl::StatusOr<AttentionKernel> kernel = ParseAttentionKernel(forced);
+      if (!kernel.ok()) return kernel.status();
+      options.kernel = *kernel;
+    }
+  }
   int device = 0, multiprocessors = 0;
   GISTMEM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   GISTMEM_CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  if (options.kernel != AttentionKernel::kCudaCores) {
+    GISTMEM_CUDA_RETURN_IF_ERROR(attention::PrepareMmaAttention());
+  }
   return std::unique_ptr<PagedAttention>(new PagedAttention(options, multiprocessors));
 }
 
@@ -63,6 +106,17 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
         "attention: head_dim must be a multiple of 8, at most 128, not " +
         std::to_string(shape.head_dim));
   }
+  const bool mma_fits = shape.head_dim % 16 == 0 && shape.head_dim <= attention::kMmaMaxHeadDim;
+  if (options_.kernel == AttentionKernel::kTensorCores && !mma_fits) {
+    return absl::UnimplementedError(
+        "attention: tensor cores need head_dim a multiple of 16, at most 128, not " +
+        std::to_string(shape.head_dim));
+  }
+  tensor_cores_ = options_.kernel != AttentionKernel::kCudaCores && mma_fits;
+  const int32_t prefill_per_cta =
+      tensor_cores_ ? attention::kMmaPrefillQueries : attention::kPrefillQueries;
+  const int32_t decode_per_cta =
+      tensor_cores_ ? attention::kMmaDecodeQueries : attention::kDecodeQueries;
   if (row_offsets.size() != sequences.size() + 1 || row_offsets[0] != 0) {
     return absl::InvalidArgumentError(
         "attention: row_offsets needs num_sequences + 1 entries "
@@ -94,7 +148,7 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
     if (length > INT32_MAX) return absl::InvalidArgumentError("attention: sequence too long");
     lengths.push_back(length);
     const bool decode = rows <= options_.decode_max_rows;
-    const int32_t per_cta = decode ? attention::kDecodeQueries : attention::kPrefillQueries;
+    const int32_t per_cta = decode ? decode_per_cta : prefill_per_cta;
     const int64_t ctas = (int64_t{rows} * group + per_cta - 1) / per_cta * shape.num_kv_heads;
     base_ctas += ctas;
     total_work += ctas * length;
@@ -119,7 +173,7 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
     const SequenceDesc& d = descs[s];
     if (d.num_rows == 0) continue;
     const bool is_decode = d.num_rows <= options_.decode_max_rows;
-    const int32_t per_cta = is_decode ? attention::kDecodeQueries : attention::kPrefillQueries;
+    const int32_t per_cta = is_decode ? decode_per_cta : prefill_per_cta;
     const int32_t qvecs = d.num_rows * group;
     int64_t seq_chunk = chunk;
     int32_t splits = static_cast<int32_t>(std::max<int64_t>(1, (lengths[s] + chunk - 1) / chunk));
@@ -152,6 +206,25 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
       }
     }
   }
+  // Costliest prefill items first (longest-processing-time order): the order changes no
+  // result, each item writes its own outputs or partials.
+  std::vector<int64_t> cost(prefill.size());
+  for (size_t i = 0; i < prefill.size(); ++i) {
+    const WorkItem& item = prefill[i];
+    cost[i] = PrefillCost(item, lengths[item.sequence], descs[item.sequence].num_rows, group,
+                          prefill_per_cta);
+  }
+  std::vector<size_t> order(prefill.size());
+  for (size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return cost[a] > cost[b]; });
+  std::vector<WorkItem> sorted;
+  sorted.reserve(prefill.size());
+  for (size_t i : order)
+    sorted.push_back(prefill[i]);
+  prefill = std::move(sorted);
+
   num_prefill_items_ = static_cast<int64_t>(prefill.size());
   num_decode_items_ = static_cast<int64_t>(decode.size());
   num_combine_ = static_cast<int64_t>(combine.size());
@@ -163,6 +236,20 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
   items.insert(items.end(), decode.begin(), decode.end());
   items_offset_ = Append(host_plan_, items);
   combine_offset_ = Append(host_plan_, combine);
+  // Tensor cores: where each segment's 64-slot tiles start in tile_bounds_ (shared and empty
+  // segments have none), num_segments + 1 entries.
+  std::vector<int32_t> segment_tiles;
+  int64_t num_tiles = 0;
+  if (tensor_cores_) {
+    for (const memory::KvSegmentView& seg : segments) {
+      segment_tiles.push_back(static_cast<int32_t>(num_tiles));
+      if (!seg.shared)
+        num_tiles += (seg.num_slots + attention::kTileSlots - 1) / attention::kTileSlots;
+    }
+    segment_tiles.push_back(static_cast<int32_t>(num_tiles));
+    if (num_tiles > INT32_MAX) return absl::InvalidArgumentError("attention: too many tiles");
+  }
+  segment_tiles_offset_ = Append(host_plan_, segment_tiles);
   GISTMEM_RETURN_IF_ERROR(plan_.Reserve(host_plan_.size()));
   if (!host_plan_.empty()) {
     GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(plan_.get(), host_plan_.data(), host_plan_.size(),
@@ -171,15 +258,30 @@ absl::Status PagedAttention::Plan(std::span<const memory::SequenceKvView> sequen
   GISTMEM_RETURN_IF_ERROR(
       partial_o_.Reserve(sizeof(float) * std::max<int64_t>(1, partials) * shape.head_dim));
   GISTMEM_RETURN_IF_ERROR(partial_ml_.Reserve(sizeof(float) * 2 * std::max<int64_t>(1, partials)));
+  if (tensor_cores_ && num_tiles > 0) {
+    GISTMEM_RETURN_IF_ERROR(tile_bounds_.Reserve(sizeof(attention::TileBounds) * num_tiles));
+    const char* base = static_cast<const char*>(plan_.get());
+    GISTMEM_CUDA_RETURN_IF_ERROR(attention::LaunchTileBounds(
+        reinterpret_cast<const memory::KvSegmentView*>(base),
+        reinterpret_cast<const int32_t*>(base + segment_tiles_offset_),
+        static_cast<int32_t>(segments.size()), static_cast<int32_t>(num_tiles),
+        tile_bounds_.as<attention::TileBounds>(), stream));
+  }
   return absl::OkStatus();
 }
 
 absl::Status PagedAttention::Run(const AttentionInputs& in, cudaStream_t stream) {
   if (in.layout.element_bytes != 2 || in.layout.kv_dim != shape_.num_kv_heads * shape_.head_dim ||
-      in.layer < 0 || in.layer >= in.layout.num_layers) {
+      in.layer < 0 || in.layer >= in.layout.num_layers || in.layout.block_size < 1) {
     return absl::InvalidArgumentError("attention: the pool layout does not fit the plan's shape");
   }
   if (num_prefill_items_ + num_decode_items_ == 0) return absl::OkStatus();
+  // Both kernels read K/V 16 bytes at a time; the tensor-core one also stores outputs so.
+  if (reinterpret_cast<uintptr_t>(in.pool) % 16 ||
+      (tensor_cores_ && reinterpret_cast<uintptr_t>(in.out) % 16)) {
+    return absl::InvalidArgumentError(
+        "attention: pool (and out, for tensor cores) must be 16-byte aligned");
+  }
   attention::KernelParams p{};
   p.pool = in.pool;
   p.layout = in.layout;
@@ -200,11 +302,14 @@ absl::Status PagedAttention::Run(const AttentionInputs& in, cudaStream_t stream)
   const char* base = static_cast<const char*>(plan_.get());
   p.segments = reinterpret_cast<const memory::KvSegmentView*>(base);
   p.sequences = reinterpret_cast<const SequenceDesc*>(base + seqs_offset_);
+  p.segment_tiles = reinterpret_cast<const int32_t*>(base + segment_tiles_offset_);
+  p.tile_bounds = tile_bounds_.as<const attention::TileBounds>();
+  p.block = attention::FastDiv::Make(in.layout.block_size);
   const auto* items = reinterpret_cast<const WorkItem*>(base + items_offset_);
+  const auto launch = tensor_cores_ ? attention::LaunchMmaAttention : attention::LaunchAttention;
+  GISTMEM_CUDA_RETURN_IF_ERROR(launch(p, items, num_prefill_items_, /*decode=*/false, stream));
   GISTMEM_CUDA_RETURN_IF_ERROR(
-      attention::LaunchAttention(p, items, num_prefill_items_, /*decode=*/false, stream));
-  GISTMEM_CUDA_RETURN_IF_ERROR(attention::LaunchAttention(
-      p, items + num_prefill_items_, num_decode_items_, /*decode=*/true, stream));
+      launch(p, items + num_prefill_items_, num_decode_items_, /*decode=*/true, stream));
   GISTMEM_CUDA_RETURN_IF_ERROR(attention::LaunchCombine(
       p, reinterpret_cast<const CombineEntry*>(base + combine_offset_), num_combine_, stream));
   return absl::OkStatus();

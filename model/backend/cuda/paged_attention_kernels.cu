@@ -1,11 +1,14 @@
-// The paged attention kernels (CUDA cores, fp32 math on bf16 K/V tiles in shared memory).
-// The structure (work items over pages, shared K/V tiles, online softmax, split + combine) is
-// what a tensor-core version keeps; only the two inner products would change.
+// The paged attention kernels on CUDA cores (fp32 math on bf16 K/V tiles in shared memory): the
+// exact-fp32 path and the fallback of the tensor-core kernel (paged_attention_mma.cu), which
+// keeps this structure (work items over pages, shared K/V tiles, online softmax, split +
+// combine). Visible() (paged_attention_device.cuh) gets a shared segment's slots with from =
+// INT_MIN, until = INT_MAX here.
 #include <cuda_bf16.h>
 
 #include <climits>
 #include <cmath>
 
+#include "model/backend/cuda/paged_attention_device.cuh"
 #include "model/backend/cuda/paged_attention_plan.h"
 
 namespace gistmem::cuda::attention {
@@ -15,15 +18,6 @@ __device__ __forceinline__ int64_t RowStart(const memory::PageLayout& layout, in
                                             int32_t layer, int32_t kv, int32_t slot) {
   return static_cast<int64_t>(page) * layout.num_layers * 2 * layout.block_size * layout.kv_dim +
          ((static_cast<int64_t>(layer) * 2 + kv) * layout.block_size + slot) * layout.kv_dim;
-}
-
-// The visibility rule of memory/kv_layout.h for one (query, slot) pair; a shared segment's slots
-// come with from = INT_MIN, until = INT_MAX. One function for the tile skip and the scores, so
-// both decide alike.
-__device__ __forceinline__ bool Visible(bool shared, int kp, int from, int until, int qpos,
-                                        int qclock, int sliding_window) {
-  return (shared || (kp <= qpos && (sliding_window == 0 || qpos - kp < sliding_window))) &&
-         from <= qclock && qclock <= until;
 }
 
 __device__ __forceinline__ float WarpMax(float v) {
