@@ -6,6 +6,7 @@
 #include <memory>
 #include <random>
 
+#include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "model/backend/cuda/cuda_status.h"
 #include "model/backend/cuda/device_buffer.h"
@@ -122,7 +123,11 @@ absl::StatusOr<AttentionTiming> TimeAttention(const model::ModelConfig& config,
   GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const std::unique_ptr<CUstream_st, decltype(&cudaStreamDestroy)> stream_owner(stream,
                                                                                 cudaStreamDestroy);
-  absl::StatusOr<std::unique_ptr<cuda::PagedAttention>> attention = cuda::PagedAttention::Create();
+  absl::StatusOr<cuda::AttentionKernel> kernel =
+      cuda::ParseAttentionKernel(absl::GetFlag(FLAGS_attention_kernel));
+  if (!kernel.ok()) return kernel.status();
+  absl::StatusOr<std::unique_ptr<cuda::PagedAttention>> attention =
+      cuda::PagedAttention::Create({.kernel = *kernel});
   if (!attention.ok()) return attention.status();
   const cuda::AttentionShape shape{.num_heads = static_cast<int32_t>(config.num_heads),
                                    .num_kv_heads = static_cast<int32_t>(config.num_kv_heads),

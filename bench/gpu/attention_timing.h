@@ -1,5 +1,7 @@
 // Attention alone, for the GPU benchmark: the engine's paged attention kernels
-// (model/backend/cuda/paged_attention.h, default options, as CudaEngine runs them) over the
+// (model/backend/cuda/paged_attention.h, default options, as CudaEngine runs them; the binary's
+// --attention_kernel flag (auto | tensor_cores | cuda_cores, default auto = what the engine
+// runs, GISTMEM_ATTENTION_KERNEL included) picks the kernel) over the
 // real page tables and visibility arrays of benchmark sessions, with random queries, timed per
 // step (every layer once) with CUDA events on a stream of our own. And the FLOP it is worth:
 // the (query row, slot) pairs each query can see, counted on the host from the same arrays.
@@ -9,12 +11,17 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
 #include "memory/block_pool.h"
 #include "memory/session_kv.h"
 #include "model/config.h"
+
+// Defined by the binary (bench/gpu/gpu_bench.cc).
+ABSL_DECLARE_FLAG(std::string, attention_kernel);
 
 namespace gistmem::bench {
 
@@ -36,7 +43,8 @@ struct AttentionTiming {
 
 // Plans attention for `sequences` (their KVs as they stand, reserved rows included) and runs it
 // `warmup` + `reps` times. FLOP of one step: 4 * head_dim * num_heads * num_layers *
-// visible_pairs. INVALID_ARGUMENT / RESOURCE_EXHAUSTED / INTERNAL from the kernels' setup.
+// visible_pairs. INVALID_ARGUMENT / RESOURCE_EXHAUSTED / INTERNAL from the kernels' setup
+// (INVALID_ARGUMENT also for an unknown --attention_kernel).
 absl::StatusOr<AttentionTiming> TimeAttention(const model::ModelConfig& config,
                                               memory::BlockPool& pool,
                                               std::span<const QueryRows> sequences, int warmup,

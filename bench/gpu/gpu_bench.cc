@@ -65,6 +65,8 @@ ABSL_FLAG(int, prefill_reps, 3, "timed prefills (after an untimed 2048-token one
 ABSL_FLAG(double, prefill_time_s, 15, "no further timed prefill of a policy after this long");
 ABSL_FLAG(double, hbm_tb_s, 0, "HBM read rate for the floors (0: no floors)");
 ABSL_FLAG(double, budget_s, 300, "start no row after this many seconds");
+ABSL_FLAG(std::string, attention_kernel, "auto",
+          "attention-alone timings: auto (as the engine) | tensor_cores | cuda_cores");
 
 namespace gistmem::bench {
 namespace {

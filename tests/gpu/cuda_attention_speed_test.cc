@@ -1,14 +1,20 @@
 // Timings of the paged attention paths on Llama-3-8B-shaped heads (32 query heads, 8 KV heads,
-// head_dim 128, 16-slot pages), for the record in tests/gpu/RESULTS.md; the only checks are
-// that each run succeeds and gives finite outputs. One layer's K/V: bytes read per run are
-// slots * 2 (K, V) * kv_dim * 2 bytes.
+// head_dim 128, 16-slot pages), each shape under both kernels (tensor cores, CUDA cores), for
+// the record in tests/gpu/RESULTS.md; the only checks are that each run succeeds and gives
+// finite outputs. One layer's K/V: bytes read per run are slots * 2 (K, V) * kv_dim * 2 bytes.
+// FLOP: 4 * head_dim * heads per (row, slot) pair, counted over the pairs the rule lets through
+// ("visible": rows are the sequence's last positions, causal) and over all pairs ("dense").
+// Model figures (model/backend/cuda/README.md): K/V bytes / 4.2 TB/s for decode, visible FLOP /
+// 790 TFLOP/s for prefill.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "model/backend/cuda/device_kv_view.h"
@@ -26,7 +32,8 @@ constexpr int32_t kHeads = 32, kKvHeads = 8, kHeadDim = 128, kBlock = 16;
 
 // `sequences` sequences of `slots` slots each (pages shuffled), `rows` query rows each at the
 // last positions; returns microseconds per Run.
-double TimeAttention(int32_t sequences, int32_t slots, int32_t rows, int32_t ctas_per_sm = 4) {
+double TimeAttention(AttentionKernel kernel, int32_t sequences, int32_t slots, int32_t rows,
+                     int32_t ctas_per_sm = 4, int iterations = 20) {
   const memory::PageLayout layout{
       .block_size = kBlock, .num_layers = 1, .kv_dim = kKvHeads * kHeadDim, .element_bytes = 2};
   const int32_t pages_per_seq = (slots + kBlock - 1) / kBlock;
@@ -61,6 +68,7 @@ double TimeAttention(int32_t sequences, int32_t slots, int32_t rows, int32_t cta
   DeviceBuffer freq = Upload(std::vector<float>(kHeadDim / 2, 1e-3f));
   DeviceBuffer out = Allocate(positions.size() * kHeads * kHeadDim * 4);
   AttentionOptions options;
+  options.kernel = kernel;
   options.ctas_per_multiprocessor = ctas_per_sm;
   absl::StatusOr<std::unique_ptr<PagedAttention>> attention = PagedAttention::Create(options);
   EXPECT_TRUE(attention.ok());
@@ -79,9 +87,9 @@ double TimeAttention(int32_t sequences, int32_t slots, int32_t rows, int32_t cta
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
-  for (int i = 0; i < 3; ++i)
+  for (int i = 0; i < std::min(3, iterations); ++i)
     EXPECT_TRUE((*attention)->Run(in, nullptr).ok());
-  constexpr int kIterations = 20;
+  const int kIterations = iterations;
   cudaEventRecord(start);
   for (int i = 0; i < kIterations; ++i)
     (void)(*attention)->Run(in, nullptr);
@@ -96,30 +104,61 @@ double TimeAttention(int32_t sequences, int32_t slots, int32_t rows, int32_t cta
     EXPECT_TRUE(std::isfinite(v));
   const double us = 1000.0 * ms / kIterations;
   const double bytes = double(sequences) * slots * 2 * layout.kv_dim * 2;
-  const double flops = 4.0 * sequences * rows * kHeads * kHeadDim * double(slots);  // upper bound
+  const double per_pair = 4.0 * kHeads * kHeadDim;
+  const double dense = per_pair * sequences * rows * double(slots);
+  // Row r (position slots - rows + r) sees slots - rows + r + 1 slots.
+  const double visible =
+      per_pair * sequences * (double(rows) * (slots - rows + 1) + double(rows) * (rows - 1) / 2);
   std::printf(
-      "%3d seq x %6d slots x %4d rows, split target %d CTAs/SM: %9.1f us/layer, KV %7.1f GB/s, "
-      "%6.2f TFLOP/s "
-      "(%lld prefill CTAs, %lld decode CTAs, %lld combined)\n",
-      sequences, slots, rows, ctas_per_sm, us, bytes / us * 1e-3, flops / us * 1e-6,
+      "%-12s %3d seq x %6d slots x %5d rows, split target %d CTAs/SM: %10.1f us/layer, KV %7.1f "
+      "GB/s, %7.2f TFLOP/s visible, %7.2f TFLOP/s dense (%lld prefill CTAs, %lld decode CTAs, "
+      "%lld combined)\n",
+      std::string(AttentionKernelName(kernel)).c_str(), sequences, slots, rows, ctas_per_sm, us,
+      bytes / us * 1e-3, visible / us * 1e-6, dense / us * 1e-6,
       (long long)(*attention)->prefill_ctas(), (long long)(*attention)->decode_ctas(),
       (long long)(*attention)->combined_outputs());
   return us;
 }
 
-TEST(CudaAttentionSpeed, DecodeBatch64x4096) {
-  for (int32_t ctas : {4, 8})
-    TimeAttention(64, 4096, 1, ctas);
+constexpr AttentionKernel kBoth[] = {AttentionKernel::kTensorCores, AttentionKernel::kCudaCores};
+
+class CudaAttentionSpeed : public ::testing::Test {
+ protected:
+  void SetUp() override { GISTMEM_SKIP_WITHOUT_GPU(); }
+};
+
+TEST_F(CudaAttentionSpeed, DecodeBatch32x4096) {
+  for (AttentionKernel k : kBoth)
+    for (int32_t ctas : {2, 4, 8})
+      TimeAttention(k, 32, 4096, 1, ctas);
 }
-TEST(CudaAttentionSpeed, DecodeOneSequence32k) {
-  for (int32_t ctas : {4, 8})
-    TimeAttention(1, 32768, 1, ctas);
+TEST_F(CudaAttentionSpeed, DecodeBatch64x4096) {
+  for (AttentionKernel k : kBoth)
+    for (int32_t ctas : {2, 4, 8})
+      TimeAttention(k, 64, 4096, 1, ctas);
 }
-TEST(CudaAttentionSpeed, DecodeBatch8x1024) {
-  TimeAttention(8, 1024, 1);
+TEST_F(CudaAttentionSpeed, DecodeOneSequence16k) {
+  for (AttentionKernel k : kBoth)
+    for (int32_t ctas : {4, 8})
+      TimeAttention(k, 1, 16384, 1, ctas);
 }
-TEST(CudaAttentionSpeed, PrefillOneSequence2048) {
-  TimeAttention(1, 2048, 2048);
+TEST_F(CudaAttentionSpeed, DecodeOneSequence32k) {
+  for (AttentionKernel k : kBoth)
+    for (int32_t ctas : {4, 8})
+      TimeAttention(k, 1, 32768, 1, ctas);
+}
+TEST_F(CudaAttentionSpeed, DecodeBatch8x1024) {
+  for (AttentionKernel k : kBoth)
+    TimeAttention(k, 8, 1024, 1);
+}
+TEST_F(CudaAttentionSpeed, PrefillOneSequence2048) {
+  for (AttentionKernel k : kBoth)
+    TimeAttention(k, 1, 2048, 2048);
+}
+TEST_F(CudaAttentionSpeed, PrefillOneSequence16384) {
+  // The CUDA-core kernel takes ~0.5 s a run here: few iterations.
+  for (AttentionKernel k : kBoth)
+    TimeAttention(k, 1, 16384, 16384, 4, k == AttentionKernel::kTensorCores ? 5 : 2);
 }
 
 }  // namespace
