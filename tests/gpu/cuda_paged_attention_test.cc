@@ -178,6 +178,9 @@ class Fixture {
     pool_.resize(static_cast<size_t>(num_pages_) * layout_.page_elements());
     for (uint16_t& v : pool_)
       v = FloatToBf16(kv(rng_));
+    pool_float_.resize(pool_.size());
+    for (size_t i = 0; i < pool_.size(); ++i)
+      pool_float_[i] = Bf16ToFloat(pool_[i]);
     std::normal_distribution<float> normal(0.f, c_.query_scale);
     for (const Sequence& seq : sequences_) {
       row_offsets_.push_back(static_cast<int32_t>(positions_.size()));
@@ -193,9 +196,10 @@ class Fixture {
       inv_freq_.push_back(static_cast<float>(std::pow(10000.0, -2.0 * i / c_.head_dim)));
   }
 
-  float Kv(int32_t page, int32_t kv, int32_t slot, int32_t index) const {
-    return Bf16ToFloat(
-        pool_[page * layout_.page_elements() + layout_.RowOffset(c_.layer, kv, slot) + index]);
+  // The reference's K (kv = 0) or V row of one slot, as floats (the bf16 values exactly).
+  const float* KvRow(int32_t page, int32_t kv, int32_t slot, int32_t kv_head) const {
+    return &pool_float_[page * layout_.page_elements() + layout_.RowOffset(c_.layer, kv, slot) +
+                        kv_head * c_.head_dim];
   }
 
   struct Expected {
@@ -213,7 +217,7 @@ class Fixture {
     const double scale = 1.0 / std::sqrt(double(hd));
     const float* q = &q_[row * q_stride_ + head * hd];
     std::vector<double> scores, score_errors;
-    std::vector<std::vector<double>> values;
+    std::vector<const float*> values;  // V rows of the visible slots
     for (const HostKvSegment& seg : seq.segments) {
       std::vector<double> qr(q, q + hd), flip(hd, 0.0);
       if (seg.shared) {
@@ -243,17 +247,15 @@ class Fixture {
         }
         const int32_t page = seg.page_ids[i / c_.block_size], slot = i % c_.block_size;
         double dot = 0, magnitude = 0, flipped = 0;
-        std::vector<double> v(hd);
+        const float* k = KvRow(page, 0, slot, kv_head);
         for (int32_t d = 0; d < hd; ++d) {
-          const double k = Kv(page, 0, slot, kv_head * hd + d);
-          dot += qr[d] * k;
-          magnitude += std::fabs(qr[d] * k);
-          flipped += flip[d] * std::fabs(k);
-          v[d] = Kv(page, 1, slot, kv_head * hd + d);
+          dot += qr[d] * k[d];
+          magnitude += std::fabs(qr[d] * k[d]);
+          flipped += flip[d] * std::fabs(k[d]);
         }
         scores.push_back(dot * scale);
         score_errors.push_back((flipped + std::ldexp(magnitude, -17)) * scale);
-        values.push_back(std::move(v));
+        values.push_back(KvRow(page, 1, slot, kv_head));
       }
     }
     Expected e{std::vector<double>(hd, 0.0), std::vector<double>(hd, 1e-6)};
@@ -363,6 +365,7 @@ class Fixture {
   int64_t num_pages_ = 0;
   std::vector<Sequence> sequences_;
   std::vector<uint16_t> pool_;
+  std::vector<float> pool_float_;
   std::vector<int32_t> row_offsets_, positions_, clocks_;
   std::vector<float> q_, inv_freq_;
   int64_t q_stride_ = 0;
