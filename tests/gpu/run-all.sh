@@ -13,7 +13,7 @@ set -u
 bundle=${1:-.gpu/tests}
 out=${OUT:-/tmp/gistmem-gpu-out}
 mkdir -p "$out"
-budget=${RUN_ALL_BUDGET_S:-280}
+budget=${RUN_ALL_BUDGET_S:-420}
 start=$SECONDS
 dir=$(mktemp -d /tmp/gistmem-gpu.XXXXXX)
 python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" \
@@ -58,7 +58,8 @@ say "$(nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,utili
 say "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), cuBLASLt ${cublas:-none}"
 
 # Per binary: the limit (s). The side-by-side test runs a CPU reference for every sequence.
-declare -A limit=([cuda_side_by_side_test]=150 [cuda_engine_test]=60 [cuda_transformer_test]=60)
+declare -A limit=([cuda_side_by_side_test]=150 [cuda_engine_test]=60 [cuda_transformer_test]=60
+  [cuda_paged_attention_test]=120 [cuda_attention_speed_test]=120)
 for bin in "$dir"/tests/*_test; do
   name=$(basename "$bin")
   if [ -n "${RUN_ALL_SKIP:-}" ] && [[ $name =~ ${RUN_ALL_SKIP} ]]; then
@@ -82,6 +83,25 @@ for bin in "$dir"/tests/*_test; do
   grep -E '^\[  FAILED  \] [A-Za-z]' <<<"$section" | sed -E 's/ \([0-9]+ ms\)$//; s/, where GetParam.*//' |
     sort -u | head -6 | sed 's/^\[  FAILED  \]/          failed:/' | tee -a "$summary"
 done
+# The engine tests again on the CUDA-core attention kernel (the exact-fp32 path; the default is
+# the tensor-core kernel where head_dim allows): tells a kernel's error from the engine's.
+for name in cuda_transformer_test cuda_engine_test; do
+  [ -x "$dir/tests/$name" ] || continue
+  GISTMEM_ATTENTION_KERNEL=cuda_cores run "${limit[$name]}" "$tests_log" "$name/cuda_cores" \
+    env GISTMEM_ATTENTION_KERNEL=cuda_cores "$dir/tests/$name"
+  rc=$last_rc
+  section=$(awk -v n="===== $name/cuda_cores (" 'index($0, n) == 1 {on = 1; next} on && /^===== / {on = 0} on' \
+    "$tests_log")
+  worst=$(grep -oE 'max row-relative error [0-9.e+-]+' <<<"$section" | awk '{print $4}' | sort -g | tail -1)
+  status=PASS
+  if ((rc != 0)); then status=FAIL; failures=$((failures + 1)); fi
+  say "$(printf '%-7s %-30s %4ss%s' "$status" "$name/cuda_cores" "$last_s" "${worst:+, worst row-relative logit error $worst}")"
+done
+# Which instructions the attention kernels use (tensor cores: HMMA, ldmatrix: LDSM, cp.async: LDGSTS).
+if command -v cuobjdump >/dev/null && [ -x "$dir/tests/cuda_paged_attention_test" ]; then
+  say "SASS    cuda_paged_attention_test: $(cuobjdump -sass "$dir/tests/cuda_paged_attention_test" 2>/dev/null |
+    grep -oE '\b(HMMA|LDSM|LDGSTS)[.A-Z0-9]*' | sort | uniq -c | tr -s ' \n' ' ')"
+fi
 # The new tests' own summaries (sampler agreement, side-by-side per batch size and policy).
 grep -hE '^vocab [0-9]+:|^batch +[0-9]+ |^all: next token|slots x +[0-9]+ rows,' "$tests_log" |
   tee -a "$summary"
@@ -124,9 +144,11 @@ else
     "racecheck cuda_sampler_test --gtest_filter=*/0" \
     "memcheck cuda_policy_reference_test --gtest_filter=*/2:*Document*" \
     "memcheck cuda_shipped_gist_test" \
-    "racecheck cuda_paged_attention_test --gtest_filter=-*SixtyFour*" \
+    "racecheck cuda_paged_attention_test --gtest_filter=*tensor_cores*:-*SixtyFour*" \
+    "memcheck cuda_paged_attention_test --gtest_filter=*tensor_cores*" \
+    "racecheck cuda_paged_attention_test --gtest_filter=*cuda_cores*:-*SixtyFour*" \
     "memcheck cuda_engine_test --gtest_filter=*PageRows*:*EveryPolicy*" \
-    "memcheck cuda_paged_attention_test" \
+    "memcheck cuda_paged_attention_test --gtest_filter=*cuda_cores*" \
     "memcheck cuda_transformer_test --gtest_filter=*qwen2*" \
     "racecheck cuda_rms_norm_test"
 fi
