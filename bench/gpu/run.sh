@@ -23,7 +23,7 @@
 # The service rows (not by default; run after setup, before ours): gistmem-server of
 # SVC_BUNDLE (bench/gpu/pack-service.sh) on $CKPT/llama-$SVC_SHAPE, driven over gRPC by
 # bench/gpu/service_bench.py; each part is capped (seconds) and takes its own flags:
-#   svc-resume   SVC_RESUME_S=150   SVC_RESUME_ARGS   (store / host tier TTFT vs scratch)
+#   svc-resume   SVC_RESUME_S=200   SVC_RESUME_ARGS   (store / host tier TTFT vs scratch)
 #   svc-streams  SVC_STREAMS_S=160  SVC_STREAMS_ARGS  (bench/load at 1, 8, 64, 256 streams)
 #   svc-capacity SVC_CAPACITY_S=480 SVC_CAPACITY_ARGS (sessions held, aggregate decode)
 #   SVC_BUNDLE=.gpu/svc/service-bundle.tar.xz SVC_SHAPE=8b SVC_DEVICE=cuda
@@ -38,7 +38,7 @@ TESTS_BUNDLE=${TESTS_BUNDLE:-.gpu-bench/bundle.tar.xz}
 OURS_8B_S=${OURS_8B_S:-240} OURS_1B_S=${OURS_1B_S:-100} KV_GIB=${KV_GIB:-100} OURS_ARGS=${OURS_ARGS:-}
 SVC_BUNDLE=${SVC_BUNDLE:-.gpu/svc/service-bundle.tar.xz} SVC_SHAPE=${SVC_SHAPE:-8b}
 SVC_DEVICE=${SVC_DEVICE:-cuda} SVC_WORK=${SVC_WORK:-/tmp/gistmem-svc}
-SVC_RESUME_S=${SVC_RESUME_S:-150} SVC_STREAMS_S=${SVC_STREAMS_S:-160} SVC_CAPACITY_S=${SVC_CAPACITY_S:-480}
+SVC_RESUME_S=${SVC_RESUME_S:-200} SVC_STREAMS_S=${SVC_STREAMS_S:-160} SVC_CAPACITY_S=${SVC_CAPACITY_S:-480}
 mkdir -p "$OUT"
 start=$SECONDS
 left() { echo $((TOTAL_S - (SECONDS - start))); }
@@ -145,7 +145,9 @@ svc() {  # svc PART CAP [part flags...]: service_bench.py PART, at most CAP seco
     --server_log "$SVC_WORK/server.log" --budget_s $((cap - 20)) "$part" "$@" 2>> "$OUT/stderr.log"
   echo "svc-$part exit $? after $((SECONDS - start))s" >> "$OUT/env.txt"
   # A part cut off by its timeout may leave its server behind: end those it started.
-  while read -r pid; do kill -9 "$pid" 2>/dev/null; done < "$SVC_WORK/server.pids"
+  while read -r pid; do
+    grep -qs gistmem-server "/proc/$pid/cmdline" && kill -9 "$pid"
+  done < "$SVC_WORK/server.pids"
 }
 # shellcheck disable=SC2086
 { has svc-resume && svc resume "$SVC_RESUME_S" ${SVC_RESUME_ARGS:-}

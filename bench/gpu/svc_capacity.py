@@ -32,6 +32,9 @@ GIB = 1 << 30
 
 def add_arguments(p):
     p.add_argument("--policies", default="gist,full,pool,window")
+    p.add_argument("--weights", default="full=2,gist=1.5",
+                   help="shares of the time by policy (others 1): full's 32K prefill and 8 GiB "
+                        "store copies are the slowest")
     p.add_argument("--context", type=int, default=32768, help="raw tokens of each session")
     p.add_argument("--pool_gib", type=float, default=16.5, help="the server's --kv_pool_bytes")
     p.add_argument("--fill", choices=["fork", "prefill"], default="fork")
@@ -54,12 +57,15 @@ def add_arguments(p):
 
 def run(args, out, deadline):
     names = [n for n in args.policies.split(",") if n]
+    weight = {n: 1.0 for n in names}
+    weight.update({k: float(v) for k, v in (w.split("=") for w in args.weights.split(",") if w)})
     for i, name in enumerate(names):
         left = deadline - time.monotonic()
         if left < args.decode_reserve_s + 30:
             out.emit({"part": "svc-capacity", "policy": name, "skipped": f"budget ({left:.0f} s left)"})
             continue
-        policy_deadline = time.monotonic() + left / (len(names) - i)
+        # Its share of what is left: a policy that ends early leaves its time to the next ones.
+        policy_deadline = time.monotonic() + left * weight[name] / sum(weight[n] for n in names[i:])
         try:
             one_policy(args, out, name, policy_deadline)
         except Exception:  # one_policy emitted its record: the other policies go on
@@ -226,8 +232,10 @@ def decode_round(address, sessions, max_tokens, seed):
     results, errors = [None] * len(sessions), collections.Counter()
     examples = {}
 
+    stub_of = [stubs.stub(i) for i in range(len(sessions))]
+
     def one(i):
-        stub = stubs.stub(i)
+        stub = stub_of[i]
         barrier.wait()
         try:
             results[i] = timed_generate(stub, sessions[i], "", 600, max_tokens=max_tokens,

@@ -179,8 +179,8 @@ class Stubs:
 
 def timed_generate(stub, session_id, message, timeout, **sampling):
     """One Generate call read event by event. Returns a dict: sent, first (the first delta with
-    token ids), arrivals [(time, tokens)], tokens, done (perf_counter seconds), usage, finish.
-    Raises GistmemError."""
+    token ids; None when there was none), first_or_end, arrivals [(time, tokens)], tokens, done
+    (perf_counter seconds), usage, finish. Raises GistmemError."""
     request = pb.GenerateRequest(session_id=session_id,
                                  message=pb.Message(role="user", content=message),
                                  sampling=sampling_params(**sampling))
@@ -195,12 +195,13 @@ def timed_generate(stub, session_id, message, timeout, **sampling):
                 first = first or now
                 arrivals.append((now, len(event.delta.token_ids)))
             elif kind == "end":
-                end = event.end
+                end, ended = event.end, time.perf_counter()
     except grpc.RpcError as error:
         raise GistmemError.from_rpc_error(error) from error
     if end is None:
         raise GistmemError(grpc.StatusCode.UNKNOWN, "stream ended before TurnEnd")
-    return {"sent": sent, "first": first, "arrivals": arrivals,
+    # A reply whose first sampled token is a stop token has no delta: its end is its first token.
+    return {"sent": sent, "first": first, "first_or_end": first or ended, "arrivals": arrivals,
             "tokens": sum(n for _, n in arrivals), "done": time.perf_counter(),
             "usage": end.usage, "finish": pb.FinishReason.Name(end.finish_reason)}
 
