@@ -15,7 +15,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 work=$(mktemp -d /tmp/gistmem-svc-dry.XXXXXX)
 out=${2:-$work/out}
 # Stores and checkpoint always go; the results stay only when asked for or on failure.
-trap 'rm -rf "$work/svc" "$work/ckpt"; [[ -n ${2:-} || ${ok:-0} = 0 ]] || rm -rf "$work"' EXIT
+trap 'if [[ -n ${2:-} || ${ok:-0} = 1 ]]; then rm -rf "$work"; else rm -rf "$work/svc" "$work/ckpt"; echo "kept $work"; fi' EXIT
 python3 "$root/bench/gpu/tiny_checkpoint.py" "$work/ckpt/llama-tiny" >/dev/null
 if [[ $1 == *.tar.xz ]]; then
   export SVC_BUNDLE=$(realpath "$1")
