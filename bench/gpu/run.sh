@@ -8,6 +8,8 @@
 #   stderr.log    everything the parts wrote to stderr
 #   summary.md    both side by side (bench/gpu/summarize.py): the rows for bench/RESULTS-gpu.md
 #   tests.log, profile.txt  when PARTS names tests / profile
+#   service.jsonl, service.log  when PARTS names svc-* parts: the service rows
+#                 (bench/gpu/service_bench.py) and the tail of their servers' logs
 # Every part is time-limited; the whole run ends within TOTAL_S seconds (default 570).
 # Environment (all optional):
 #   PARTS="setup ours peers"  setup: env, HBM, checkpoints (reused when already written);
@@ -18,12 +20,25 @@
 #   SHAPES=8b,1b  BUNDLE=.gpu-bench/bench-bundle.tar.xz  CKPT=/tmp/gistmem-ckpt
 #   OURS_8B_S=240 OURS_1B_S=100  (caps of our two runs)  KV_GIB=100  (our engine's KV pool)
 #   OURS_ARGS="..."  (more gistmem-gpu-bench flags, e.g. --rows=decode,batched)
+# The service rows (not by default; run after setup, before ours): gistmem-server of
+# SVC_BUNDLE (bench/gpu/pack-service.sh) on $CKPT/llama-$SVC_SHAPE, driven over gRPC by
+# bench/gpu/service_bench.py; each part is capped (seconds) and takes its own flags:
+#   svc-resume   SVC_RESUME_S=200   SVC_RESUME_ARGS   (store / host tier TTFT vs scratch)
+#   svc-streams  SVC_STREAMS_S=160  SVC_STREAMS_ARGS  (bench/load at 1, 8, 64, 256 streams)
+#   svc-capacity SVC_CAPACITY_S=480 SVC_CAPACITY_ARGS (sessions held, aggregate decode)
+#   SVC_BUNDLE=.gpu/svc/service-bundle.tar.xz SVC_SHAPE=8b SVC_DEVICE=cuda
+#   SVC_WORK=/tmp/gistmem-svc (the parts' stores: up to ~2x the capacity pool on its disk)
+#   SVC_SKIP_GPU_CHECKS=1 (no cuBLASLt needed), SVC_SERVER=BINARY (not the bundle's): the CPU dry
+#   run of these parts (bench/gpu/service-dry-run.sh)
 set -u
 OUT=${OUT:-/tmp/gpu-bench-out}
 TOTAL_S=${TOTAL_S:-570} PARTS=${PARTS:-"setup ours peers"} SHAPES=${SHAPES:-8b,1b}
 BUNDLE=${BUNDLE:-.gpu-bench/bench-bundle.tar.xz} CKPT=${CKPT:-/tmp/gistmem-ckpt}
 TESTS_BUNDLE=${TESTS_BUNDLE:-.gpu-bench/bundle.tar.xz}
 OURS_8B_S=${OURS_8B_S:-240} OURS_1B_S=${OURS_1B_S:-100} KV_GIB=${KV_GIB:-100} OURS_ARGS=${OURS_ARGS:-}
+SVC_BUNDLE=${SVC_BUNDLE:-.gpu/svc/service-bundle.tar.xz} SVC_SHAPE=${SVC_SHAPE:-8b}
+SVC_DEVICE=${SVC_DEVICE:-cuda} SVC_WORK=${SVC_WORK:-/tmp/gistmem-svc}
+SVC_RESUME_S=${SVC_RESUME_S:-200} SVC_STREAMS_S=${SVC_STREAMS_S:-160} SVC_CAPACITY_S=${SVC_CAPACITY_S:-480}
 mkdir -p "$OUT"
 start=$SECONDS
 left() { echo $((TOTAL_S - (SECONDS - start))); }
@@ -80,6 +95,66 @@ rates = [json.loads(l).get('tb_per_s') for l in open(sys.argv[1]) if 'torch.sum'
 print(rates[-1] if rates else 0)" "$OUT/peers.jsonl" 2>/dev/null || echo 0)
 echo "HBM read rate for the floors: $HBM TB/s" | tee -a "$OUT/env.txt"
 
+if has svc-resume || has svc-streams || has svc-capacity; then
+  # The bundle, a Python with grpcio, and the client's stubs (tests/gpu/run-service.sh does the same).
+  # SVC_SERVER=BINARY (the CPU dry run) uses that server and the checkout's stubs instead.
+  G=$SVC_WORK/bundle
+  rm -rf "$G" && mkdir -p "$G/bin" "$SVC_WORK"
+  svc_ok=1
+  PY=""
+  for p in python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
+    if "$p" -c "import grpc, google.protobuf" 2>/dev/null; then PY=$p; break; fi
+  done
+  [ -n "$PY" ] || { echo "no python3 here imports grpc and google.protobuf" | tee -a "$OUT/env.txt"; svc_ok=0; }
+  if [ -n "${SVC_SERVER:-}" ]; then
+    ln -s "$(realpath "$SVC_SERVER")" "$G/bin/gistmem-server"
+    [ -d clients/python/gistmem_client/_generated ] || PYTHON=$PY clients/python/generate_stubs.sh
+  elif python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$SVC_BUNDLE" "$G"; then
+    rm -rf clients/python/gistmem_client/_generated
+    cp -r "$G/python_generated" clients/python/gistmem_client/_generated
+  else
+    echo "cannot unpack $SVC_BUNDLE (bench/gpu/pack-service.sh BUILD .gpu/svc makes it)" | tee -a "$OUT/env.txt"
+    svc_ok=0
+  fi
+  if [ "$svc_ok" = 1 ] && ! (cd clients/python && "$PY" -c "import gistmem_client") 2>> "$OUT/stderr.log"; then
+    # The packed stubs come from protoc 3.21; a protobuf that refuses them gets new ones.
+    "$PY" -c "import grpc_tools" 2>/dev/null && PYTHON=$PY timeout 60 clients/python/generate_stubs.sh >> "$OUT/stderr.log" 2>&1
+    (cd clients/python && "$PY" -c "import gistmem_client") 2>> "$OUT/stderr.log" ||
+      { echo "the Python client's stubs do not import (stderr.log)" | tee -a "$OUT/env.txt"; svc_ok=0; }
+  fi
+  { echo "service server: ${SVC_SERVER:-bundle commit $(head -1 "$G/COMMIT" 2>/dev/null)}; python: $PY" \
+      "$($PY -c 'import grpc, google.protobuf as p; print("grpcio", grpc.__version__, "protobuf", p.__version__)' 2>&1 | tail -1)"
+    df -h "$SVC_WORK" /dev/shm "$CKPT" 2>&1 | sort -u; } >> "$OUT/env.txt"
+  SVC_LD=$G/lib:$CB
+  [ "${SVC_SKIP_GPU_CHECKS:-0}" = 1 ] || [ -n "$CB" ] ||
+    { echo "no libcublasLt.so.13 found for the server" | tee -a "$OUT/env.txt"; svc_ok=0; }
+fi
+svc() {  # svc PART CAP [part flags...]: service_bench.py PART, at most CAP seconds
+  local part=$1 cap pid
+  cap=$(min "$2" $(($(left) - 15))); shift 2
+  if [ "${svc_ok:-0}" != 1 ] || [ "$cap" -lt 60 ]; then
+    log "svc-$part skipped (setup ok: ${svc_ok:-0}, ${cap}s left)"
+    echo "{\"part\": \"svc-$part\", \"policy\": \"-\", \"skipped\": \"setup ok ${svc_ok:-0}, ${cap} s left\"}" >> "$OUT/service.jsonl"
+    return
+  fi
+  log "svc-$part (cap ${cap}s)"
+  : > "$SVC_WORK/server.pids"
+  timeout -k 10 "$cap" "$PY" bench/gpu/service_bench.py --server "$G/bin/gistmem-server" \
+    --server_lib "$SVC_LD" --model "$CKPT/llama-$SVC_SHAPE" --label "llama-$SVC_SHAPE" \
+    --device "$SVC_DEVICE" --work "$SVC_WORK" --out "$OUT/service.jsonl" \
+    --server_log "$SVC_WORK/server.log" --budget_s $((cap - 20)) "$part" "$@" 2>> "$OUT/stderr.log"
+  echo "svc-$part exit $? after $((SECONDS - start))s" >> "$OUT/env.txt"
+  # A part cut off by its timeout may leave its server behind: end those it started.
+  while read -r pid; do
+    grep -qs gistmem-server "/proc/$pid/cmdline" && kill -9 "$pid"
+  done < "$SVC_WORK/server.pids"
+}
+# shellcheck disable=SC2086
+{ has svc-resume && svc resume "$SVC_RESUME_S" ${SVC_RESUME_ARGS:-}
+  has svc-streams && svc streams "$SVC_STREAMS_S" ${SVC_STREAMS_ARGS:-}
+  has svc-capacity && svc capacity "$SVC_CAPACITY_S" --arith_pool_gib "$KV_GIB" ${SVC_CAPACITY_ARGS:-}
+  [ -f "$SVC_WORK/server.log" ] && tail -c 4000000 "$SVC_WORK/server.log" > "$OUT/service.log"; } || true
+
 if has ours; then
   for shape in ${SHAPES//,/ }; do
     cap=$OURS_1B_S; [ "$shape" = 8b ] && cap=$OURS_8B_S
@@ -127,7 +202,11 @@ if has profile; then
   head -c 4000 "$OUT/profile.txt"
 fi
 
-python3 bench/gpu/summarize.py "$OUT/peers.jsonl" "$OUT/ours.jsonl" > "$OUT/summary.md" 2>> "$OUT/stderr.log"
+: > "$OUT/summary.md"
+{ has ours || has peers; } &&
+  python3 bench/gpu/summarize.py "$OUT/peers.jsonl" "$OUT/ours.jsonl" > "$OUT/summary.md" 2>> "$OUT/stderr.log"
+[ -f "$OUT/service.jsonl" ] &&
+  python3 bench/gpu/service_summary.py "$OUT/service.jsonl" >> "$OUT/summary.md" 2>> "$OUT/stderr.log"
 cat "$OUT/summary.md"
 tail -c 3000 "$OUT/stderr.log" | grep -v '^\s*$' | tail -15
 log done

@@ -8,7 +8,10 @@ may keep in memory, so idle ones leave memory and come back from the store). Eac
 thread takes the least recently used free session, sends it one user message on a Generate
 stream (every 4th turn on a Chat stream instead) and reads the reply as it streams; a session
 near its context limit is deleted and replaced by a new one. Bounded in count and time: at most
---max-turns turns, no turn started after --duration, and every call has a deadline.
+--max-turns turns, no turn started after --duration, and every call has a deadline. With
+--address HOST:PORT it loads a server already running instead (e.g. the GPU server of
+bench/gpu/svc_streams.py, which runs several generators at once and merges their
+--raw-samples).
 
 Reports (stdout, and --json FILE): completed turns, generated tokens and throughput; time to
 first token and inter-token latency (p50, p90, p99, max); errors by status code; the server's
@@ -318,7 +321,14 @@ def main():
                              "weights as fp32 + this (service/README.md, Memory)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 unless turns completed with no error (the ctest smoke run)")
+    parser.add_argument("--address", help="HOST:PORT of a running gistmem-server: load it instead "
+                        "of starting one (its flags are its own; no RSS figures)")
+    parser.add_argument("--raw-samples", action="store_true",
+                        help="also put every TTFT and inter-token gap (seconds) in the --json "
+                             "report (to merge several generators' percentiles)")
     args = parser.parse_args()
+    if args.address:
+        sys.exit(load_running_server(args))
     if args.concurrency > args.max_sessions_in_memory:
         # More turns in flight than sessions in memory: the rest are refused RESOURCE_EXHAUSTED.
         print("note: --concurrency exceeds --max-sessions-in-memory; expect RESOURCE_EXHAUSTED",
@@ -401,6 +411,39 @@ def main():
     sys.exit(1 if failed else 0)
 
 
+def load_running_server(args):
+    """--address: the load against a server someone else started (bench/gpu/svc_streams.py runs
+    several of these at once against the GPU server). Returns the exit code."""
+    load = Load(args, args.address)
+    elapsed = load.run()
+    report = {
+        "label": args.label,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine": {"nproc": os.cpu_count(), "cpu": cpu_name(), "python": platform.python_version()},
+        "address": args.address,
+        "args": vars(args),
+        "elapsed_s": elapsed,
+        "sessions_created": load.created,
+        "sessions_deleted": load.deleted,
+        "turns": load.turns,
+        "chat_turns": load.chat_turns,
+        "tokens": load.tokens,
+        "tokens_per_s": load.tokens / elapsed,
+        "turns_per_s": load.turns / elapsed,
+        "ttft_ms": summarize(load.ttft),
+        "itl_ms": summarize(load.itl),
+        "turn_ms": summarize(load.turn_seconds),
+        "errors": dict(load.errors),
+        "error_examples": load.error_examples,
+    }
+    if args.raw_samples:
+        report["ttft_s"], report["itl_s"] = load.ttft, load.itl
+    print_report(report)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    return 1 if args.check and (load.errors or load.turns == 0) else 0
+
+
 def cpu_name():
     try:
         for line in open("/proc/cpuinfo"):
@@ -429,6 +472,8 @@ def print_report(r):
     print(f"errors: {r['errors'] or 'none'}")
     for code, example in r["error_examples"].items():
         print(f"  e.g. {code}: {example[:300]}")
+    if r.get("rss_idle_mib") is None:  # --address: another's server, its RSS not ours to read
+        return
     half = r["rss_second_half_mib"]
     print(f"server RSS: idle {r['rss_idle_mib']:.1f} MiB, max {r['rss_max_mib']:.1f} MiB; "
           f"second half {half['first']:.1f} -> {half['last']:.1f} MiB (min {half['min']:.1f}, "

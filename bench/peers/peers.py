@@ -151,6 +151,116 @@ def build_model(shape):
     return model.eval()
 
 
+# ---------------------------------------------------------------------------------------------
+# What gistmem-server needs beside config.json and the weights (bench/gpu/service_bench.py): a
+# tokenizer.json, tokenizer_config.json (the Llama-3 chat template) and gist_config.json. Plain
+# JSON, no torch: bench/gpu/tiny_checkpoint.py writes the same files for the CPU dry run.
+
+GIST_TOKEN = "<|gist|>"
+
+
+def bytes_to_unicode():
+    """GPT-2's byte-level alphabet: byte -> the printable character that stands for it."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def llama3_special_tokens(vocab_size):
+    """Llama-3's 256 added tokens, at vocab_size - 256 (128000 for 128256); the last reserved
+    one is our gist token (gist_config.json), as gistmem-gpu-bench takes vocab_size - 1."""
+    base = vocab_size - 256
+    names = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", 4: "<|finetune_right_pad_id|>",
+             6: "<|start_header_id|>", 7: "<|end_header_id|>", 8: "<|eom_id|>", 9: "<|eot_id|>",
+             10: "<|python_tag|>", 255: GIST_TOKEN}
+    reserved = iter(range(256))
+    out = []
+    for i in range(256):
+        out.append((base + i, names[i] if i in names else f"<|reserved_special_token_{next(reserved)}|>"))
+    return out
+
+
+def tokenizer_json(vocab_size):
+    """A byte-level BPE with one token per byte: no merges, so N bytes of text are N tokens and
+    a client controls a context's length exactly. Ids 256..vocab_size-257 are lower-case ASCII
+    strings no text encodes to (a random model samples them; they decode to plain text)."""
+    alphabet = bytes_to_unicode()
+    vocab = {alphabet[b]: b for b in range(256)}
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    filler, length = [], 2
+    while 256 + len(filler) < vocab_size - 256:
+        for index in range(len(letters) ** length):
+            word, k = "", index
+            for _ in range(length):
+                word, k = letters[k % 26] + word, k // 26
+            filler.append(word)
+            if 256 + len(filler) == vocab_size - 256:
+                break
+        length += 1
+    for i, word in enumerate(filler):
+        vocab[word] = 256 + i
+    added = [{"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for i, text in llama3_special_tokens(vocab_size)]
+    # Llama-3's split (as models/gistmem-16k has it); with no merges it changes no id.
+    split = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
+             r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                  "ignore_merges": False, "vocab": vocab, "merges": []},
+    }
+
+
+LLAMA3_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim "
+    "+ '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant"
+    "<|end_header_id|>\n\n' }}{% endif %}")
+
+
+def write_serving_files(out, shape_config):
+    """tokenizer.json, tokenizer_config.json and gist_config.json beside a checkpoint (gist
+    r = 4, 8, 16, default 8, W = 512, S = 4: the policies of issue 13's rows). Idempotent."""
+    vocab_size = shape_config["vocab_size"]
+    files = {
+        "tokenizer.json": tokenizer_json(vocab_size),
+        "tokenizer_config.json": {
+            "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
+            "eos_token": "<|eot_id|>", "pad_token": "<|end_of_text|>",
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": shape_config["max_position_embeddings"],
+            "chat_template": LLAMA3_CHAT_TEMPLATE},
+        "gist_config.json": {"gist_token_id": vocab_size - 1, "ratios": [4, 8, 16],
+                             "default_ratio": 8, "sink_tokens": 4, "window": 512},
+    }
+    for name, content in files.items():
+        with open(os.path.join(out, name), "w") as f:
+            json.dump(content, f, ensure_ascii=False)
+    try:  # where Hugging Face tokenizers is installed: it must read the file as we mean it
+        import tokenizers
+        tok = tokenizers.Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+        ids = tok.encode("Hello, world! <|eot_id|>", add_special_tokens=False).ids
+        if ids != [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33, 32, vocab_size - 247]:
+            emit({"part": "error", "what": f"tokenizers reads {out}/tokenizer.json differently "
+                  f"from gistmem's byte-per-token reading: {ids}"})
+    except ImportError:
+        pass
+
+
 def part_checkpoint(args):
     """Writes args.ckpt_dir/llama-<shape>: config.json + safetensors, bf16 random weights."""
     import torch
@@ -158,12 +268,14 @@ def part_checkpoint(args):
         out = os.path.join(args.ckpt_dir, f"llama-{shape}")
         done = os.path.join(out, ".complete")
         if os.path.exists(done):
+            write_serving_files(out, SHAPES[shape])  # a checkpoint of an earlier run may lack them
             emit({"part": "checkpoint", "shape": shape, "dir": out, "reused": True})
             continue
         start = time.time()
         model = build_model(shape)
         built = time.time() - start
         model.save_pretrained(out, max_shard_size="5GB")
+        write_serving_files(out, SHAPES[shape])
         with open(done, "w") as f:
             f.write("written by bench/peers/peers.py\n")
         size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
