@@ -5,8 +5,9 @@
 //       model::LoadEngine(dir, {.device = "cuda:0", .kv_pool_bytes = int64_t{8} << 30});
 //
 // Sequences keep their KV as host memory::SessionKv objects (page tables and per-slot arrays on
-// the host); each ForwardBatch uploads every segment's page table and per-slot arrays to device
-// scratch, then runs one CudaTransformer step over all sequences.
+// the host); each step uploads every segment's page table and per-slot arrays to device
+// scratch, then runs one CudaTransformer step over all sequences. ForwardSample picks the
+// tokens on the device (DeviceSampler): only int32 tokens come back.
 //
 // Errors: INVALID_ARGUMENT for malformed steps (nothing written), RESOURCE_EXHAUSTED when device
 // memory runs out, INTERNAL for a CUDA failure (the rows' slots then hold garbage). Loading:

@@ -131,6 +131,20 @@ absl::Status CudaTransformer::Validate(std::span<const CudaSequenceStep> steps,
 
 absl::StatusOr<std::vector<float>> CudaTransformer::Forward(std::span<const CudaSequenceStep> steps,
                                                             KvPagePool& pool) {
+  std::vector<float> logits;
+  GISTMEM_RETURN_IF_ERROR(
+      Run(steps, pool, [&](const float* device, int64_t rows, cudaStream_t stream) -> absl::Status {
+        logits.resize(rows * config_.vocab_size);
+        GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+            logits.data(), device, logits.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
+        GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+        return absl::OkStatus();
+      }));
+  return logits;
+}
+
+absl::Status CudaTransformer::Run(std::span<const CudaSequenceStep> steps, KvPagePool& pool,
+                                  LogitsConsumer consume) {
   std::lock_guard lock(mutex_);
   GISTMEM_RETURN_IF_ERROR(Validate(steps, pool));
   const model::ModelConfig& c = config_;
@@ -151,7 +165,9 @@ absl::StatusOr<std::vector<float>> CudaTransformer::Forward(std::span<const Cuda
     }
     pages.insert(pages.end(), step.kv_pages.begin(), step.kv_pages.end());
     slots.insert(slots.end(), step.kv_slots.begin(), step.kv_slots.end());
-    if (step.logits_rows.empty()) {
+    if (step.skip_logits) {
+      // no LM head row for this sequence
+    } else if (step.logits_rows.empty()) {
       logits_rows.push_back(first + static_cast<int32_t>(step.tokens.size()) - 1);
     } else {
       for (int32_t row : step.logits_rows)
@@ -209,12 +225,7 @@ absl::StatusOr<std::vector<float>> CudaTransformer::Forward(std::span<const Cuda
   GISTMEM_RETURN_IF_ERROR(gemm_->Run(s.normed.get(), weights_.output_projection(), nullptr,
                                      s.logits.get(), OutputType::kFloat32, n_logits, hidden,
                                      c.vocab_size, stream_));
-  std::vector<float> logits(n_logits * c.vocab_size);
-  GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), s.logits.get(),
-                                               logits.size() * sizeof(float),
-                                               cudaMemcpyDeviceToHost, stream_));
-  GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  return logits;
+  return consume(s.logits.as<const float>(), n_logits, stream_);
 }
 
 absl::Status CudaTransformer::RunLayer(int32_t layer, int64_t rows, KvPagePool& pool) {

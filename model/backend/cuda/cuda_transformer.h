@@ -38,6 +38,7 @@
 #include <span>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "memory/kv_layout.h"
@@ -74,6 +75,7 @@ struct CudaSequenceStep {
   std::span<const int32_t> kv_slots;     // [n] slot in that page, in [0, block_size)
   memory::SequenceKvView kv;             // the sequence's KV including the new rows (see above)
   std::span<const int32_t> logits_rows;  // rows (chunk indices) whose logits come back; empty: last
+  bool skip_logits = false;              // no logits for this sequence (logits_rows ignored)
 };
 
 class CudaTransformer {
@@ -87,6 +89,8 @@ class CudaTransformer {
   ~CudaTransformer();
 
   const model::ModelConfig& config() const { return config_; }
+  // The stream every step runs on: a caller's uploads for a step go here, before Run.
+  cudaStream_t stream() const { return stream_; }
   // The pool layout this model reads: bf16, its layers and kv_dim, `block_size` slots a page.
   memory::PageLayout PageLayoutFor(int32_t block_size) const;
 
@@ -98,6 +102,17 @@ class CudaTransformer {
   // drops them, as for a cancelled step).
   absl::StatusOr<std::vector<float>> Forward(std::span<const CudaSequenceStep> steps,
                                              KvPagePool& pool);
+
+  // What Run hands the step's logits to: device memory, [rows, vocab] fp32 row-major (rows may
+  // be 0: no sequence asked for any), ready in `stream`'s order. The consumer reads them or
+  // queues its work on `stream` before it returns (the next step overwrites them); its status
+  // is Run's.
+  using LogitsConsumer =
+      absl::FunctionRef<absl::Status(const float* logits, int64_t rows, cudaStream_t stream)>;
+  // Forward without the copy to the host: the same step, then `consume` on the device logits,
+  // under the same lock. Errors as Forward's, or the consumer's.
+  absl::Status Run(std::span<const CudaSequenceStep> steps, KvPagePool& pool,
+                   LogitsConsumer consume);
 
  private:
   struct Scratch;
