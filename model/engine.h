@@ -69,6 +69,10 @@ struct EngineOptions {
   int num_threads = 0;                       // CPU: attention threads (0: one per hardware thread)
   int64_t kv_pool_bytes = int64_t{4} << 30;  // the KV page pool's budget
   int32_t block_size = 16;                   // entries per KV page
+  // CUDA: keep each sequence's page tables and per-slot arrays on the device between steps,
+  // copying only what changed. Off: re-send them whole every step (the reference path the
+  // tests compare against, bit for bit).
+  bool cuda_kv_mirrors = true;
 };
 
 class Engine {

@@ -17,6 +17,7 @@
 #include "model/backend/cuda/cuda_status.h"
 #include "model/backend/cuda/cuda_transformer.h"
 #include "model/backend/cuda/device_buffer.h"
+#include "model/backend/cuda/device_kv_view.h"
 #include "model/backend/cuda/device_page_storage.h"
 #include "model/backend/cuda/device_sampler.h"
 
@@ -34,12 +35,17 @@ bool FitsInt32(int64_t value) {
 class CudaEngine final : public model::Engine {
  public:
   CudaEngine(std::unique_ptr<CudaTransformer> transformer,
-             std::unique_ptr<DevicePageStorage> storage, int device, const model::EngineOptions&)
+             std::unique_ptr<DevicePageStorage> storage, int device,
+             const model::EngineOptions& options)
       : transformer_(std::move(transformer)),
         storage_(storage.get()),
         pool_(std::move(storage)),
         device_(device),
-        stream_(transformer_->stream()) {}
+        stream_(transformer_->stream()) {
+    if (options.cuda_kv_mirrors) {
+      mirrors_ = std::make_unique<DeviceKvMirrors>(pool_.layout().block_size);
+    }
+  }
   ~CudaEngine() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
@@ -151,7 +157,8 @@ class CudaEngine final : public model::Engine {
     // The KV views with device arrays, queued on the transformer's stream before the step.
     std::vector<memory::KvSegmentView> device_views;
     std::vector<size_t> view_offsets;
-    GISTMEM_RETURN_IF_ERROR(UploadedViews(steps, device_views, view_offsets));
+    GISTMEM_RETURN_IF_ERROR(mirrors_ ? MirroredViews(steps, device_views, view_offsets)
+                                     : UploadedViews(steps, device_views, view_offsets));
 
     std::vector<CudaSequenceStep> cuda_steps;
     for (size_t s = 0; s < steps.size(); ++s) {
@@ -170,8 +177,26 @@ class CudaEngine final : public model::Engine {
     return transformer_->Run(cuda_steps, storage_->pages(), consume);
   }
 
-  // Every segment's page table and per-slot arrays, re-sent whole to device scratch in one
-  // copy. Correct first: mirroring them on the device incrementally is the speed issue's.
+  // The steps' KV views from the device mirrors: only what changed since a sequence's last
+  // step is copied (one upload and one kernel for all of them).
+  absl::Status MirroredViews(std::span<const SequenceStep> steps,
+                             std::vector<memory::KvSegmentView>& device_views,
+                             std::vector<size_t>& view_offsets) {
+    mirrors_->Collect();  // the last step has finished: dropping arrays is safe
+    view_offsets.assign(1, 0);
+    absl::Status status;
+    for (const SequenceStep& step : steps) {
+      status = mirrors_->Add(*step.kv, device_views);
+      if (!status.ok()) break;
+      view_offsets.push_back(device_views.size());
+    }
+    if (status.ok()) status = mirrors_->Flush(stream_);
+    if (!status.ok()) mirrors_->Abandon();
+    return status;
+  }
+
+  // The reference path: every segment's page table and per-slot arrays, re-sent whole to
+  // device scratch in one copy.
   absl::Status UploadedViews(std::span<const SequenceStep> steps,
                              std::vector<memory::KvSegmentView>& device_views,
                              std::vector<size_t>& view_offsets) {
@@ -217,6 +242,9 @@ class CudaEngine final : public model::Engine {
   // What CudaTransformer cannot see: the step against its SessionKv, and int32 ranges.
   absl::Status Check(const SequenceStep& step) const {
     if (step.kv == nullptr) return absl::InvalidArgumentError("forward: a sequence without a KV");
+    if (step.kv->parked()) {
+      return absl::FailedPreconditionError("forward: the KV is parked: unpark it first");
+    }
     if (&step.kv->pool() != &pool_) {
       return absl::InvalidArgumentError("forward: the KV was made from another engine's pool");
     }
@@ -265,6 +293,7 @@ class CudaEngine final : public model::Engine {
   int device_;
   cudaStream_t stream_;  // the transformer's: uploads, the step and sampling, in order
   std::mutex mutex_;
+  std::unique_ptr<DeviceKvMirrors> mirrors_;  // null: the reference path (kv_arrays_)
   DeviceBuffer kv_arrays_;  // int32: every segment's page table and per-slot arrays
   DeviceSampler sampler_;   // on the transformer's stream, under mutex_
 };

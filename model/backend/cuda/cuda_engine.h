@@ -4,10 +4,11 @@
 //   absl::StatusOr<std::unique_ptr<model::Engine>> engine =
 //       model::LoadEngine(dir, {.device = "cuda:0", .kv_pool_bytes = int64_t{8} << 30});
 //
-// Sequences keep their KV as host memory::SessionKv objects (page tables and per-slot arrays on
-// the host); each step uploads every segment's page table and per-slot arrays to device
-// scratch, then runs one CudaTransformer step over all sequences. ForwardSample picks the
-// tokens on the device (DeviceSampler): only int32 tokens come back.
+// Sequences keep their KV as host memory::SessionKv objects; the engine mirrors each one's page
+// tables and per-slot arrays on the device and copies only what changed before a step
+// (DeviceKvMirrors), runs one CudaTransformer step over all sequences, and for ForwardSample
+// picks the tokens on the device (DeviceSampler): only int32 tokens come back.
+// EngineOptions::cuda_kv_mirrors = false re-sends whole tables every step (the reference path).
 //
 // Errors: INVALID_ARGUMENT for malformed steps (nothing written), RESOURCE_EXHAUSTED when device
 // memory runs out, INTERNAL for a CUDA failure (the rows' slots then hold garbage). Loading:
