@@ -73,6 +73,9 @@ struct EngineOptions {
   // copying only what changed. Off: re-send them whole every step (the reference path the
   // tests compare against, bit for bit).
   bool cuda_kv_mirrors = true;
+  // CUDA: run small steps (decode) as CUDA graphs replayed per shape. Off: launch every kernel
+  // of every step (the reference path, bit for bit the same results).
+  bool cuda_graphs = true;
 };
 
 class Engine {

@@ -45,6 +45,7 @@ class CudaEngine final : public model::Engine {
     if (options.cuda_kv_mirrors) {
       mirrors_ = std::make_unique<DeviceKvMirrors>(pool_.layout().block_size);
     }
+    transformer_->EnableGraphs(options.cuda_graphs);
   }
   ~CudaEngine() override {
     cudaSetDevice(device_);
@@ -105,6 +106,23 @@ class CudaEngine final : public model::Engine {
           return absl::OkStatus();
         }));
     return tokens;
+  }
+
+  CudaEngineStats Stats() {
+    std::lock_guard lock(mutex_);
+    const StepGraphs::Stats graphs = transformer_->graph_stats();
+    CudaEngineStats stats{.eager_steps = graphs.eager,
+                          .graph_captures = graphs.captures,
+                          .graph_replays = graphs.replays,
+                          .failed_captures = graphs.failed_captures,
+                          .graph_clears = graphs.cleared};
+    if (mirrors_) {
+      stats.mirrored_sessions = static_cast<int64_t>(mirrors_->sessions());
+      stats.mirrored_documents = static_cast<int64_t>(mirrors_->documents());
+      stats.mirror_bytes = mirrors_->device_bytes();
+      stats.mirror_values_last_step = mirrors_->values_flushed();
+    }
+    return stats;
   }
 
  private:
@@ -312,6 +330,12 @@ absl::StatusOr<int> ParseDeviceIndex(std::string_view device) {
 }
 
 }  // namespace
+
+std::optional<CudaEngineStats> CudaStatsOf(model::Engine& engine) {
+  auto* cuda = dynamic_cast<CudaEngine*>(&engine);
+  if (cuda == nullptr) return std::nullopt;
+  return cuda->Stats();
+}
 
 absl::StatusOr<std::unique_ptr<model::Engine>> LoadCudaEngine(
     const std::filesystem::path& model_dir, const model::EngineOptions& options) {

@@ -25,6 +25,11 @@
 //   - Pooled entries (the `pool` policy): write them with PooledMean (kernels.h) between steps;
 //     they are ordinary slots to attention.
 //
+// Small steps (decode) run as CUDA graphs (step_graphs.h): from the second step of a shape on,
+// the whole launch sequence (every layer, the final norm, the LM head) is one graph launch
+// after the step's per-row arrays and attention plan are uploaded. Larger steps (prefill,
+// above kMaxGraphRows rows) launch eagerly. Replays compute exactly what eager launches do.
+//
 // Thread-safety: Forward calls on one object take turns (a mutex); the pool must not be written
 // by anyone else while a step runs. Load and Forward never throw: failures are Status.
 #pragma once
@@ -46,6 +51,7 @@
 #include "model/backend/cuda/device_buffer.h"
 #include "model/backend/cuda/gemm.h"
 #include "model/backend/cuda/paged_attention.h"
+#include "model/backend/cuda/step_graphs.h"
 #include "model/config.h"
 
 namespace gistmem::cuda {
@@ -114,10 +120,22 @@ class CudaTransformer {
   absl::Status Run(std::span<const CudaSequenceStep> steps, KvPagePool& pool,
                    LogitsConsumer consume);
 
+  // Steps of at most this many rows run as CUDA graphs (when enabled).
+  static constexpr int64_t kMaxGraphRows = 512;
+  // On by default; off, every step launches eagerly (the reference the tests compare with).
+  void EnableGraphs(bool on);
+  StepGraphs::Stats graph_stats();
+
  private:
   struct Scratch;
   CudaTransformer() = default;
   absl::Status Validate(std::span<const CudaSequenceStep> steps, const KvPagePool& pool) const;
+  // Grows the per-step buffers for `rows` and `logits_rows` (to powers of two, so a slowly
+  // growing batch moves them, and the graphs reading them, rarely).
+  absl::Status ReserveScratch(int64_t rows, int64_t logits_rows);
+  // Queues the step's launches after its inputs are on the device: embedding, every layer, the
+  // final norm and the LM head (what a graph captures).
+  absl::Status Enqueue(int64_t rows, int64_t logits_rows, KvPagePool& pool);
   absl::Status RunLayer(int32_t layer, int64_t rows, KvPagePool& pool);
 
   model::ModelConfig config_;
@@ -126,6 +144,8 @@ class CudaTransformer {
   std::unique_ptr<Gemm> gemm_;
   std::unique_ptr<PagedAttention> attention_;
   std::unique_ptr<Scratch> scratch_;
+  bool graphs_on_ = true;
+  StepGraphs graphs_;
   cudaStream_t stream_ = nullptr;
   std::mutex mutex_;
 };
