@@ -1,6 +1,7 @@
 #include "memory/session_kv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,7 +18,31 @@ int32_t PagesFor(int32_t slots, int32_t block_size) {
   return (slots + block_size - 1) / block_size;
 }
 
+// Ids of SessionKv residencies and FrozenKvs: from 1, never reused in the process.
+uint64_t NextKvId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace
+
+void KvSegment::MarkRewritten(int64_t slot_from, int64_t page_from) {
+  ++generation_;
+  rewrites_[generation_ % kRewriteHistory] = {slot_from, page_from};
+}
+
+KvSegment::Rewrites KvSegment::RewritesSince(uint64_t generation) const {
+  if (generation > generation_ || generation_ - generation > kRewriteHistory) {
+    return {.known = false, .slot_from = 0, .page_from = 0};
+  }
+  Rewrites rewrites;
+  for (uint64_t g = generation + 1; g <= generation_; ++g) {
+    const auto& [slot_from, page_from] = rewrites_[g % kRewriteHistory];
+    rewrites.slot_from = std::min(rewrites.slot_from, slot_from);
+    rewrites.page_from = std::min(rewrites.page_from, page_from);
+  }
+  return rewrites;
+}
 
 EntryVisibility KvSegment::visibility(int32_t i) const {
   const int32_t until = visible_until_[i];
@@ -36,7 +61,10 @@ KvSegmentView KvSegment::View() const {
 // --- FrozenKv ---
 
 FrozenKv::FrozenKv(BlockPool& pool, int64_t stream_tokens)
-    : pool_(pool), entries_(pool.layout().block_size), stream_tokens_(stream_tokens) {}
+    : pool_(pool),
+      entries_(pool.layout().block_size),
+      stream_tokens_(stream_tokens),
+      id_(NextKvId()) {}
 
 FrozenKv::~FrozenKv() {
   for (int32_t page : entries_.pages_)
@@ -96,7 +124,14 @@ int64_t FrozenKv::bytes() const {
 // --- SessionKv ---
 
 SessionKv::SessionKv(BlockPool& pool)
-    : pool_(pool), pinned_(pool.layout().block_size), window_(pool.layout().block_size) {}
+    : pool_(pool), pinned_(pool.layout().block_size), window_(pool.layout().block_size) {
+  NewResidency();
+}
+
+void SessionKv::NewResidency() {
+  id_ = NextKvId();
+  residency_ = std::make_shared<const bool>(true);
+}
 
 SessionKv::~SessionKv() {
   if (parked()) return;  // its pages went back when it was parked
@@ -148,6 +183,8 @@ absl::StatusOr<SlotRef> SessionKv::AppendTo(KvSegment& segment, int64_t position
     pool_.storage().CopySlots(from, to);
     pool_.Release(tail);
     segment.pages_.back() = *page;
+    segment.MarkRewritten(KvSegment::kNone,
+                          segment.first_page() + static_cast<int64_t>(segment.pages_.size()) - 1);
   }
   segment.positions_.push_back(static_cast<int32_t>(position));
   segment.visible_from_.push_back(ClockOf(visibility.from_clock));
@@ -204,7 +241,7 @@ void SessionKv::ReleaseExpired(int64_t clock) {
     drop(window_.visible_until_);
     drop(window_.infos_);
     window_.pages_.erase(window_.pages_.begin());
-    released_ += block;
+    window_.first_slot_ += block;
     if (in_turn_) {
       released_in_turn_.push_back(std::move(released));  // Rollback may need it back
     } else {
@@ -215,7 +252,7 @@ void SessionKv::ReleaseExpired(int64_t clock) {
 
 SessionKv::Mark SessionKv::mark() const {
   return {.pinned_slots = pinned_.num_slots(),
-          .window_end = released_ + window_.num_slots(),
+          .window_end = window_.first_slot_ + window_.num_slots(),
           .attached = attached_.size(),
           .next_position = next_position_};
 }
@@ -223,6 +260,10 @@ SessionKv::Mark SessionKv::mark() const {
 void SessionKv::TruncateSegment(KvSegment& segment, int32_t slots) {
   slots = std::clamp(slots, 0, segment.num_slots());
   const int32_t pages = PagesFor(slots, segment.block_size_);
+  // Slots from here on will be appended anew, pages from here on taken anew.
+  if (slots < segment.num_slots()) {
+    segment.MarkRewritten(segment.first_slot_ + slots, segment.first_page() + pages);
+  }
   for (size_t p = pages; p < segment.pages_.size(); ++p)
     pool_.Release(segment.pages_[p]);
   segment.pages_.resize(pages);
@@ -234,7 +275,8 @@ void SessionKv::TruncateSegment(KvSegment& segment, int32_t slots) {
 
 void SessionKv::TruncateTo(const Mark& mark) {
   TruncateSegment(pinned_, mark.pinned_slots);
-  TruncateSegment(window_, static_cast<int32_t>(std::max<int64_t>(mark.window_end - released_, 0)));
+  TruncateSegment(
+      window_, static_cast<int32_t>(std::max<int64_t>(mark.window_end - window_.first_slot_, 0)));
   attached_.resize(std::min(attached_.size(), mark.attached));
   next_position_ = mark.next_position;
 }
@@ -242,7 +284,6 @@ void SessionKv::TruncateTo(const Mark& mark) {
 void SessionKv::BeginTurn() {
   in_turn_ = true;
   turn_start_ = mark();
-  turn_start_released_ = released_;
 }
 
 void SessionKv::Rollback() {
@@ -254,7 +295,10 @@ void SessionKv::Rollback() {
     prepend(window_.visible_until_, it->visible_until);
     prepend(window_.infos_, it->infos);
     window_.pages_.insert(window_.pages_.begin(), it->page);
-    released_ -= window_.block_size_;
+    window_.first_slot_ -= window_.block_size_;
+  }
+  if (!released_in_turn_.empty()) {
+    window_.MarkRewritten(window_.first_slot_, window_.first_page());  // a new head
   }
   released_in_turn_.clear();
   TruncateTo(turn_start_);
@@ -279,7 +323,6 @@ absl::StatusOr<std::unique_ptr<SessionKv>> SessionKv::Fork() const {
       pool_.Retain(page);
   }
   copy->attached_ = attached_;
-  copy->released_ = released_;
   copy->next_position_ = next_position_;
   return copy;
 }
@@ -304,6 +347,8 @@ absl::Status SessionKv::Park() {
     pool_.Release(page);
   parked_ = *std::move(memory);
   parked_bytes_ = bytes;
+  id_ = 0;
+  residency_.reset();  // state kept for this residency (device mirrors) must go
   return absl::OkStatus();
 }
 
@@ -331,8 +376,11 @@ absl::Status SessionKv::Unpark() {
   std::copy_n(pages.begin(), pinned_.pages_.size(), pinned_.pages_.begin());
   std::copy(pages.begin() + static_cast<ptrdiff_t>(pinned_.pages_.size()), pages.end(),
             window_.pages_.begin());
+  pinned_.MarkRewritten(KvSegment::kNone, pinned_.first_page());
+  window_.MarkRewritten(KvSegment::kNone, window_.first_page());
   parked_.reset();
   parked_bytes_ = 0;
+  NewResidency();
   return absl::OkStatus();
 }
 

@@ -16,14 +16,25 @@
 // host memory and given back to the pool, everything else (per-slot arrays, documents) kept
 // where it is. Unpark brings the rows back bit for bit into new pages: no recomputation.
 //
+// Change tracking, for engines that mirror segments on a device (the CPU engine reads the host
+// arrays and ignores it): each segment numbers its slots absolutely (first_slot()), counts
+// the changes a mirror cannot see by itself (generation()) and remembers, for the last few,
+// the lowest slot and page they touched (RewritesSince()); each SessionKv and FrozenKv has a
+// process-unique id, and a SessionKv a residency token that expires when it is parked or
+// destroyed. So a mirror uploads only what changed and knows when to let go.
+//
 // Thread-safety: none; one owner at a time (the session's). Pages shared with forks or
-// documents are never written: appending into a shared tail page copies it first.
+// documents are never written: appending into a shared tail page copies it first. id() and
+// the residency token's expiry may be read from any thread (an engine's, between steps).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -54,12 +65,41 @@ class KvSegment {
   // The view attention reads; valid until the segment changes.
   KvSegmentView View() const;
 
+  // --- Change tracking (see the file comment). Slot i is absolute slot first_slot() + i, on
+  // absolute page first_slot() / block_size + i / block_size: first_slot() moves by whole
+  // pages, forward when the window releases its head, back when a rollback restores it.
+  int64_t first_slot() const { return first_slot_; }
+  // Counts the changes other than appending at the tail (into the tail page, or a fresh page
+  // after it) and releasing whole head pages, which a mirror that remembers first_slot() and
+  // num_slots() sees by itself: truncations, rollbacks, a shared tail page replaced by a copy,
+  // pages replaced on Unpark.
+  uint64_t generation() const { return generation_; }
+  // What those changes touched since the segment stood at `generation`: absolute slots from
+  // slot_from on may hold other positions or visibility, absolute pages from page_from on
+  // other page ids (kNone: nothing). `known` is false when `generation` is more than
+  // kRewriteHistory changes ago (or not one of this segment's): a mirror copies everything.
+  static constexpr int kRewriteHistory = 8;
+  static constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
+  struct Rewrites {
+    bool known = true;
+    int64_t slot_from = kNone;
+    int64_t page_from = kNone;
+  };
+  Rewrites RewritesSince(uint64_t generation) const;
+
  private:
   friend class SessionKv;
   friend class FrozenKv;
   explicit KvSegment(int32_t block_size) : block_size_(block_size) {}
+  // Records a change a mirror cannot see by itself (absolute slot and page numbers).
+  void MarkRewritten(int64_t slot_from, int64_t page_from);
+  int64_t first_page() const { return first_slot_ / block_size_; }
 
   int32_t block_size_;
+  int64_t first_slot_ = 0;
+  uint64_t generation_ = 0;
+  // rewrites_[g % kRewriteHistory]: what change g touched ({slot_from, page_from}).
+  std::array<std::pair<int64_t, int64_t>, kRewriteHistory> rewrites_{};
   std::vector<int32_t> pages_;
   std::vector<int32_t> positions_, visible_from_, visible_until_;  // [num_slots]
   std::vector<EntryInfo> infos_;                                   // [num_slots]
@@ -84,6 +124,9 @@ class FrozenKv {
 
   const KvSegment& entries() const { return entries_; }
   int64_t size() const { return entries_.num_slots(); }
+  // Unique in the process (never reused): what engines key per-document state by. A
+  // document never changes, so its liveness is its shared_ptr's.
+  uint64_t id() const { return id_; }
   // Positions the document takes in a stream that attaches it.
   int64_t stream_tokens() const { return stream_tokens_; }
   int64_t bytes() const;
@@ -96,6 +139,7 @@ class FrozenKv {
   BlockPool& pool_;
   KvSegment entries_;
   int64_t stream_tokens_;
+  uint64_t id_;
 };
 
 // A document as one session attached it.
@@ -115,6 +159,12 @@ class SessionKv {
   SessionKv& operator=(const SessionKv&) = delete;
 
   BlockPool& pool() const { return pool_; }
+  // Who this KV is to an engine keeping per-KV state (device mirrors of its segments): an id
+  // unique in the process, never a freed KV's (unlike an address), new after every Unpark, 0
+  // while parked; and a token that expires when that state must go (Park, the destructor).
+  // Both may be read from any thread.
+  uint64_t id() const { return id_; }
+  std::weak_ptr<const void> residency() const { return residency_; }
   const KvSegment& pinned() const { return pinned_; }
   const KvSegment& window() const { return window_; }
   const std::vector<AttachedKv>& attached() const { return attached_; }
@@ -180,7 +230,8 @@ class SessionKv {
   void AppendViews(std::vector<KvSegmentView>& views) const;
 
  private:
-  // The window's slots [released_, released_ + window_.num_slots()) of all it ever held.
+  // The window's slots [window_.first_slot(), window_.first_slot() + window_.num_slots()) of
+  // all it ever held.
   struct ReleasedPage {
     int32_t page;
     std::vector<int32_t> positions, visible_from, visible_until;
@@ -192,17 +243,20 @@ class SessionKv {
   absl::StatusOr<SlotRef> AppendTo(KvSegment& segment, int64_t position, EntryVisibility visibility,
                                    const EntryInfo& info);
   void TruncateSegment(KvSegment& segment, int32_t slots);
+  // A new id and residency token (construction, Unpark).
+  void NewResidency();
 
   BlockPool& pool_;
   KvSegment pinned_, window_;
   std::vector<AttachedKv> attached_;
-  int64_t released_ = 0;  // window slots whose pages went back
   int64_t next_position_ = 0;
 
   bool in_turn_ = false;
   Mark turn_start_;
-  int64_t turn_start_released_ = 0;
   std::vector<ReleasedPage> released_in_turn_;  // in release order, still held
+
+  uint64_t id_ = 0;
+  std::shared_ptr<const bool> residency_;
 
   ParkingMemory parked_{nullptr, nullptr};  // OwnPages()' rows while parked
   int64_t parked_bytes_ = 0;

@@ -10,6 +10,10 @@
 //   policy), then:
 //   absl::StatusOr<std::vector<std::vector<float>>> logits = (*engine)->ForwardBatch(steps);
 //
+// The service does not want logits but the next token: ForwardSample runs the same step and
+// returns, per sequence, the token its sampling request picks (or none), so an engine can keep
+// the logits where it computed them and skip the LM head of sequences that sample nothing.
+//
 // No exception crosses this interface: every failure is a status.
 #pragma once
 
@@ -25,6 +29,7 @@
 #include "memory/block_pool.h"
 #include "memory/session_kv.h"
 #include "model/config.h"
+#include "model/sampling.h"
 
 namespace gistmem::model {
 
@@ -45,11 +50,32 @@ struct SequenceStep {
   int64_t logits_row = 0;  // for kRow
 };
 
+// What one sequence of ForwardSample wants instead of logits: the token `params` pick from
+// its logits row (the row `mode` names: kLast or kRow), with the session's own draw.
+struct TokenRequest {
+  SamplingParams params;                     // its seed is unused: `uniform` is the draw
+  std::span<const int32_t> previous_tokens;  // for the repetition penalty
+  // Sampler::DrawUniform() of the session's sampler for a sampling row (temperature > 0), in
+  // [0, 1); ignored when greedy (greedy draws none). So the session's draws, and its tokens,
+  // are the same on every engine and after a restart.
+  double uniform = 0;
+};
+
+// ForwardSample's answer for a sequence without a request.
+inline constexpr int32_t kNoToken = -1;
+
 struct EngineOptions {
   std::string device = "cpu";                // a name from EngineNames()
   int num_threads = 0;                       // CPU: attention threads (0: one per hardware thread)
   int64_t kv_pool_bytes = int64_t{4} << 30;  // the KV page pool's budget
   int32_t block_size = 16;                   // entries per KV page
+  // CUDA: keep each sequence's page tables and per-slot arrays on the device between steps,
+  // copying only what changed. Off: re-send them whole every step (the reference path the
+  // tests compare against, bit for bit).
+  bool cuda_kv_mirrors = true;
+  // CUDA: run small steps (decode) as CUDA graphs replayed per shape. Off: launch every kernel
+  // of every step (the reference path, bit for bit the same results).
+  bool cuda_graphs = true;
 };
 
 class Engine {
@@ -71,7 +97,26 @@ class Engine {
   // the caller truncates them). Calls from several threads take turns.
   virtual absl::StatusOr<std::vector<std::vector<float>>> ForwardBatch(
       std::span<const SequenceStep> steps) = 0;
+
+  // Runs the same step as ForwardBatch (the same K/V written, the same logits computed for
+  // every sequence that has a request) and returns one token per sequence: what
+  // SampleWithUniform(params, logits row, previous_tokens, uniform) gives for requests[i], or
+  // kNoToken where requests[i] is null (that sequence only writes its K/V; an engine may skip
+  // its LM head). requests.size() == steps.size(); a request's step must not be kAll.
+  // Errors as ForwardBatch, plus INVALID_ARGUMENT (nothing written) for bad params, a draw
+  // outside [0, 1) or a kAll request; and INVALID_ARGUMENT after the step ran (the rows'
+  // slots then hold this step's K/V, but the caller drops them as for a failed step) when a
+  // requested row has NaN or +inf logits or none finite. The default runs ForwardBatch and
+  // samples on the host; an engine overrides it to sample where its logits are. Calls from
+  // several threads take turns.
+  virtual absl::StatusOr<std::vector<int32_t>> ForwardSample(
+      std::span<const SequenceStep> steps, std::span<const TokenRequest* const> requests);
 };
+
+// ForwardSample's checks before anything runs (for engines that override it): OK or
+// INVALID_ARGUMENT naming the sequence.
+absl::Status CheckTokenRequests(std::span<const SequenceStep> steps,
+                                std::span<const TokenRequest* const> requests);
 
 // The engines this binary has, by name.
 std::vector<std::string> EngineNames();

@@ -114,6 +114,10 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
   std::vector<model::SequenceStep> steps;
   std::vector<std::vector<memory::SlotRef>> slots;
   std::vector<Active*> members;
+  // A token request for the jobs that sample after this step (their last rows); the others
+  // (mid-prompt chunks, reading a stop token, appends) only write their K/V.
+  std::vector<model::TokenRequest> requests;
+  std::vector<int> request_of;  // per member: index into requests, or -1
   int64_t rows_used = 0;
   for (std::unique_ptr<Active>& owned : active) {
     Active& entry = *owned;
@@ -152,13 +156,30 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
                      .logits_row = std::max<int64_t>(logits_row - entry.step_begin, 0)});
     members.push_back(&entry);
     rows_used += rows;
+    request_of.push_back(-1);
+    if (end == entry.rows.size() && entry.sample_after) {
+      // The penalty sees the whole stream before the token: the prompt joins the history now.
+      if (entry.reading_prompt) {
+        job.history.insert(job.history.end(), job.prompt.begin(), job.prompt.end());
+        entry.reading_prompt = false;
+      }
+      // The session's draw, made where the CPU sampler made it (greedy draws none), so its
+      // tokens are the same whichever engine samples.
+      const double uniform = job.sampling.temperature == 0.f ? 0.0 : entry.sampler->DrawUniform();
+      request_of.back() = static_cast<int>(requests.size());
+      requests.push_back(
+          {.params = job.sampling, .previous_tokens = job.history, .uniform = uniform});
+    }
   }
-  for (size_t i = 0; i < steps.size(); ++i)
+  std::vector<const model::TokenRequest*> request_ptrs(steps.size(), nullptr);
+  for (size_t i = 0; i < steps.size(); ++i) {
     steps[i].slots = slots[i];
+    if (request_of[i] >= 0) request_ptrs[i] = &requests[request_of[i]];
+  }
 
-  absl::StatusOr<std::vector<std::vector<float>>> outputs =
-      steps.empty() ? absl::StatusOr<std::vector<std::vector<float>>>()
-                    : engine_.ForwardBatch(steps);
+  absl::StatusOr<std::vector<int32_t>> outputs = steps.empty()
+                                                     ? absl::StatusOr<std::vector<int32_t>>()
+                                                     : engine_.ForwardSample(steps, request_ptrs);
   if (!steps.empty()) {
     metrics::ObserveForwardStep(static_cast<int64_t>(members.size()), rows_used);
     steps_.fetch_add(1);
@@ -189,7 +210,7 @@ void Scheduler::Step(std::vector<std::unique_ptr<Active>>& active) {
       entry.reading_prompt = false;
     }
     if (!entry.sample_after) continue;
-    const int32_t token = entry.sampler->Sample((*outputs)[i], job.history);
+    const int32_t token = (*outputs)[i];
     job.history.push_back(token);
     entry.result.generated.push_back(token);
     job.on_token(token);

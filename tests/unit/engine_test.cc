@@ -1,6 +1,7 @@
 // The engine registry (model/engine.h): "cpu" loads, "cuda" loads or says why not, an unknown
 // device lists the names there are; an engine refuses a KV made from another engine's pool;
-// ForwardPlain leaves the KV as it was when a step fails.
+// ForwardPlain leaves the KV as it was when a step fails; ForwardSample (the base's host path)
+// gives what the logits and model::Sampler give, and refuses bad requests before writing.
 #include "model/engine.h"
 
 #include <gmock/gmock.h>
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "memory/session_kv.h"
+#include "model/sampling.h"
+#include "tests/unit/plain_sequence.h"
 
 namespace gistmem::model {
 namespace {
@@ -138,6 +141,91 @@ TEST(EngineTest, AFailedForwardPlainLeavesTheKvAsItWas) {
   EXPECT_EQ(kv.pinned().num_slots(), 3);
   EXPECT_EQ(kv.next_position(), 3);
   EXPECT_EQ(engine->kv_pool().pages_in_use(), pages);
+}
+
+// Two sequences decode side by side for many steps through ForwardSample, one greedy and one
+// seeded with every filter; a third reads a chunk with no request. Their twins run the same
+// steps through ForwardBatch and model::Sampler on the logits: the same tokens, every step.
+TEST(EngineTest, ForwardSampleGivesTheSamplersTokens) {
+  const auto engine = MustLoad({.device = "cpu", .num_threads = 2, .block_size = 4});
+  const auto twin_engine = MustLoad({.device = "cpu", .num_threads = 2, .block_size = 4});
+  ASSERT_NE(engine, nullptr);
+  ASSERT_NE(twin_engine, nullptr);
+  const std::vector<SamplingParams> params = {
+      {.temperature = 0.f, .repetition_penalty = 1.3f},
+      {.temperature = 0.9f, .top_k = 20, .top_p = 0.9f, .repetition_penalty = 1.1f, .seed = 5}};
+  std::vector<PlainSequence> sequences, twins;
+  std::vector<Sampler> samplers, twin_samplers;
+  std::vector<std::vector<int32_t>> history = {{3, 1, 4, 1, 5}, {9, 2, 6}};
+  for (size_t s = 0; s < params.size(); ++s) {
+    sequences.emplace_back(*engine);
+    twins.emplace_back(*twin_engine);
+    samplers.emplace_back(params[s]);
+    twin_samplers.emplace_back(params[s]);
+  }
+  PlainSequence reader(*engine), twin_reader(*twin_engine);
+  std::vector<std::vector<int32_t>> next = history;  // what each reads in the coming step
+  for (int step = 0; step < 12; ++step) {
+    std::vector<std::vector<int64_t>> positions;
+    std::vector<SequenceStep> batch, twin_batch;
+    for (size_t s = 0; s < params.size(); ++s)
+      positions.push_back(NextPositions(sequences[s].kv(), next[s].size()));
+    for (size_t s = 0; s < params.size(); ++s) {
+      batch.push_back(sequences[s].Reserve(next[s], positions[s]));
+      twin_batch.push_back(twins[s].Reserve(next[s], positions[s]));
+    }
+    const std::vector<int32_t> chunk = {static_cast<int32_t>(10 + step), 11, 12};
+    const std::vector<int64_t> chunk_positions = NextPositions(reader.kv(), chunk.size());
+    batch.push_back(reader.Reserve(chunk, chunk_positions));
+    twin_batch.push_back(twin_reader.Reserve(chunk, chunk_positions));
+
+    std::vector<TokenRequest> requests;
+    for (size_t s = 0; s < params.size(); ++s) {
+      const double uniform = params[s].temperature == 0.f ? 0.0 : samplers[s].DrawUniform();
+      requests.push_back({.params = params[s], .previous_tokens = history[s], .uniform = uniform});
+    }
+    const std::vector<const TokenRequest*> request_ptrs = {&requests[0], &requests[1], nullptr};
+    const absl::StatusOr<std::vector<int32_t>> tokens = engine->ForwardSample(batch, request_ptrs);
+    ASSERT_TRUE(tokens.ok()) << tokens.status();
+    const absl::StatusOr<std::vector<std::vector<float>>> logits =
+        twin_engine->ForwardBatch(twin_batch);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    ASSERT_EQ(tokens->size(), 3u);
+    EXPECT_EQ((*tokens)[2], kNoToken);
+    for (size_t s = 0; s < params.size(); ++s) {
+      const int32_t want = twin_samplers[s].Sample((*logits)[s], history[s]);
+      EXPECT_EQ((*tokens)[s], want) << "sequence " << s << " step " << step;
+      history[s].push_back(want);
+      next[s] = {want};
+    }
+  }
+}
+
+TEST(EngineTest, ForwardSampleRefusesBadRequestsBeforeWriting) {
+  const auto engine = MustLoad({.device = "cpu", .num_threads = 2, .block_size = 4});
+  ASSERT_NE(engine, nullptr);
+  PlainSequence sequence(*engine);
+  const std::vector<int32_t> tokens = {7, 8, 9};
+  const std::vector<int64_t> positions = {0, 1, 2};
+  const TokenRequest sampled{.params = {.temperature = 1.f}, .previous_tokens = {}, .uniform = 1.0};
+  const TokenRequest bad_params{.params = {.top_p = 0.f}, .previous_tokens = {}, .uniform = 0};
+  const TokenRequest greedy{};
+  const struct {
+    LogitsMode mode;
+    const TokenRequest* request;
+    size_t count;
+  } cases[] = {{LogitsMode::kLast, &sampled, 1},
+               {LogitsMode::kLast, &bad_params, 1},
+               {LogitsMode::kAll, &greedy, 1},
+               {LogitsMode::kLast, &greedy, 2}};
+  for (const auto& c : cases) {
+    const SequenceStep step = sequence.Reserve(tokens, positions, c.mode);
+    const std::vector<const TokenRequest*> requests(c.count, c.request);
+    EXPECT_EQ(engine->ForwardSample(std::span(&step, 1), requests).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    sequence.Undo();
+  }
+  EXPECT_EQ(sequence.kv().pinned().num_slots(), 0);
 }
 
 }  // namespace

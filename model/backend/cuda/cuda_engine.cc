@@ -17,7 +17,9 @@
 #include "model/backend/cuda/cuda_status.h"
 #include "model/backend/cuda/cuda_transformer.h"
 #include "model/backend/cuda/device_buffer.h"
+#include "model/backend/cuda/device_kv_view.h"
 #include "model/backend/cuda/device_page_storage.h"
+#include "model/backend/cuda/device_sampler.h"
 
 namespace gistmem::cuda {
 namespace {
@@ -33,16 +35,21 @@ bool FitsInt32(int64_t value) {
 class CudaEngine final : public model::Engine {
  public:
   CudaEngine(std::unique_ptr<CudaTransformer> transformer,
-             std::unique_ptr<DevicePageStorage> storage, int device, cudaStream_t stream)
+             std::unique_ptr<DevicePageStorage> storage, int device,
+             const model::EngineOptions& options)
       : transformer_(std::move(transformer)),
         storage_(storage.get()),
         pool_(std::move(storage)),
         device_(device),
-        stream_(stream) {}
+        stream_(transformer_->stream()) {
+    if (options.cuda_kv_mirrors) {
+      mirrors_ = std::make_unique<DeviceKvMirrors>(pool_.layout().block_size);
+    }
+    transformer_->EnableGraphs(options.cuda_graphs);
+  }
   ~CudaEngine() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
-    cudaStreamDestroy(stream_);
   }
 
   const model::ModelConfig& config() const override { return transformer_->config(); }
@@ -51,6 +58,85 @@ class CudaEngine final : public model::Engine {
 
   absl::StatusOr<std::vector<std::vector<float>>> ForwardBatch(
       std::span<const SequenceStep> steps) override {
+    std::vector<std::vector<float>> result;
+    GISTMEM_RETURN_IF_ERROR(RunStep(
+        steps, /*requests=*/{},
+        [&](const float* logits, int64_t rows, cudaStream_t stream) -> absl::Status {
+          std::vector<float> host(rows * config().vocab_size);
+          GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+              host.data(), logits, host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
+          GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+          auto from = host.begin();
+          for (const SequenceStep& step : steps) {
+            const auto count = static_cast<std::ptrdiff_t>(LogitsRowsOf(step) * vocab());
+            result.emplace_back(from, from + count);
+            from += count;
+          }
+          return absl::OkStatus();
+        }));
+    return result;
+  }
+
+  // Logits stay on the device: the sampler picks from them and only the tokens come back;
+  // sequences without a request get no LM head row.
+  absl::StatusOr<std::vector<int32_t>> ForwardSample(
+      std::span<const SequenceStep> steps,
+      std::span<const model::TokenRequest* const> requests) override {
+    GISTMEM_RETURN_IF_ERROR(model::CheckTokenRequests(steps, requests));
+    std::vector<int32_t> tokens(steps.size(), model::kNoToken);
+    GISTMEM_RETURN_IF_ERROR(RunStep(
+        steps, requests,
+        [&](const float* logits, int64_t rows, cudaStream_t stream) -> absl::Status {
+          std::vector<DeviceSampleRow> sample_rows;
+          for (const model::TokenRequest* request : requests) {
+            if (request == nullptr) continue;
+            sample_rows.push_back({.params = request->params,
+                                   .previous_tokens = request->previous_tokens,
+                                   .uniform = request->uniform});
+          }
+          if (static_cast<int64_t>(sample_rows.size()) != rows) {
+            return absl::InternalError("forward: logits rows do not match the token requests");
+          }
+          absl::StatusOr<std::vector<int32_t>> picked =
+              sampler_.Sample(logits, vocab(), sample_rows, stream);
+          if (!picked.ok()) return picked.status();
+          size_t next = 0;
+          for (size_t i = 0; i < requests.size(); ++i)
+            if (requests[i] != nullptr) tokens[i] = (*picked)[next++];
+          return absl::OkStatus();
+        }));
+    return tokens;
+  }
+
+  CudaEngineStats Stats() {
+    std::lock_guard lock(mutex_);
+    const StepGraphs::Stats graphs = transformer_->graph_stats();
+    CudaEngineStats stats{.eager_steps = graphs.eager,
+                          .graph_captures = graphs.captures,
+                          .graph_replays = graphs.replays,
+                          .failed_captures = graphs.failed_captures,
+                          .graph_clears = graphs.cleared};
+    if (mirrors_) {
+      stats.mirrored_sessions = static_cast<int64_t>(mirrors_->sessions());
+      stats.mirrored_documents = static_cast<int64_t>(mirrors_->documents());
+      stats.mirror_bytes = mirrors_->device_bytes();
+      stats.mirror_values_last_step = mirrors_->values_flushed();
+    }
+    return stats;
+  }
+
+ private:
+  int64_t vocab() const { return config().vocab_size; }
+
+  static int64_t LogitsRowsOf(const SequenceStep& step) {
+    return step.mode == LogitsMode::kAll ? static_cast<int64_t>(step.tokens.size()) : 1;
+  }
+
+  // One step: checks, the sequences' device views, the transformer; `consume` gets the device
+  // logits. With `requests` (one per step), only sequences with a request get a logits row.
+  absl::Status RunStep(std::span<const SequenceStep> steps,
+                       std::span<const model::TokenRequest* const> requests,
+                       CudaTransformer::LogitsConsumer consume) {
     std::lock_guard lock(mutex_);
     GISTMEM_RETURN_IF_ERROR(storage_->error());
     if (steps.empty()) return absl::InvalidArgumentError("forward: no sequences");
@@ -58,13 +144,11 @@ class CudaEngine final : public model::Engine {
       GISTMEM_RETURN_IF_ERROR(Check(step));
     GISTMEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
 
-    // Per step: the rows' int32 arrays (host; CudaTransformer uploads them) and the KV views.
+    // Per step: the rows' int32 arrays (host; CudaTransformer uploads them).
     struct Rows {
       std::vector<int32_t> positions, clocks, pages, slots, logits_rows;
     };
     std::vector<Rows> rows(steps.size());
-    std::vector<memory::KvSegmentView> host_views;
-    std::vector<size_t> view_offsets{0};
     for (size_t s = 0; s < steps.size(); ++s) {
       const SequenceStep& step = steps[s];
       Rows& r = rows[s];
@@ -87,13 +171,59 @@ class CudaEngine final : public model::Engine {
           r.logits_rows.push_back(static_cast<int32_t>(step.logits_row));
           break;
       }
+    }
+    // The KV views with device arrays, queued on the transformer's stream before the step.
+    std::vector<memory::KvSegmentView> device_views;
+    std::vector<size_t> view_offsets;
+    GISTMEM_RETURN_IF_ERROR(mirrors_ ? MirroredViews(steps, device_views, view_offsets)
+                                     : UploadedViews(steps, device_views, view_offsets));
+
+    std::vector<CudaSequenceStep> cuda_steps;
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const Rows& r = rows[s];
+      cuda_steps.push_back(
+          {.tokens = steps[s].tokens,
+           .positions = r.positions,
+           .clocks = r.clocks,
+           .kv_pages = r.pages,
+           .kv_slots = r.slots,
+           .kv = {.segments = device_views.data() + view_offsets[s],
+                  .num_segments = static_cast<int32_t>(view_offsets[s + 1] - view_offsets[s])},
+           .logits_rows = r.logits_rows,
+           .skip_logits = !requests.empty() && requests[s] == nullptr});
+    }
+    return transformer_->Run(cuda_steps, storage_->pages(), consume);
+  }
+
+  // The steps' KV views from the device mirrors: only what changed since a sequence's last
+  // step is copied (one upload and one kernel for all of them).
+  absl::Status MirroredViews(std::span<const SequenceStep> steps,
+                             std::vector<memory::KvSegmentView>& device_views,
+                             std::vector<size_t>& view_offsets) {
+    mirrors_->Collect();  // the last step has finished: dropping arrays is safe
+    view_offsets.assign(1, 0);
+    absl::Status status;
+    for (const SequenceStep& step : steps) {
+      status = mirrors_->Add(*step.kv, device_views);
+      if (!status.ok()) break;
+      view_offsets.push_back(device_views.size());
+    }
+    if (status.ok()) status = mirrors_->Flush(stream_);
+    if (!status.ok()) mirrors_->Abandon();
+    return status;
+  }
+
+  // The reference path: every segment's page table and per-slot arrays, re-sent whole to
+  // device scratch in one copy.
+  absl::Status UploadedViews(std::span<const SequenceStep> steps,
+                             std::vector<memory::KvSegmentView>& device_views,
+                             std::vector<size_t>& view_offsets) {
+    std::vector<memory::KvSegmentView> host_views;
+    view_offsets.assign(1, 0);
+    for (const SequenceStep& step : steps) {
       step.kv->AppendViews(host_views);
       view_offsets.push_back(host_views.size());
     }
-
-    // Every segment's page table and per-slot arrays, uploaded to device scratch in one copy.
-    // Correct first: this re-sends whole tables each step. Mirroring them incrementally on the
-    // device (append the new slots, drop released pages) is the speed issue's.
     const int32_t block_size = pool_.layout().block_size;
     std::vector<int32_t> packed;
     std::vector<size_t> offsets;  // per segment: page_ids, positions, from, until
@@ -111,9 +241,8 @@ class CudaEngine final : public model::Engine {
     GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(kv_arrays_.get(), packed.data(),
                                                  packed.size() * sizeof(int32_t),
                                                  cudaMemcpyHostToDevice, stream_));
-    GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     const int32_t* device_base = kv_arrays_.as<const int32_t>();
-    std::vector<memory::KvSegmentView> device_views = host_views;
+    device_views = host_views;
     size_t next = 0;
     for (memory::KvSegmentView& view : device_views) {
       view.page_ids = device_base + offsets[next++];
@@ -125,39 +254,15 @@ class CudaEngine final : public model::Engine {
       view.visible_from = device_base + offsets[next++];
       view.visible_until = device_base + offsets[next++];
     }
-
-    std::vector<CudaSequenceStep> cuda_steps;
-    for (size_t s = 0; s < steps.size(); ++s) {
-      const Rows& r = rows[s];
-      cuda_steps.push_back(
-          {.tokens = steps[s].tokens,
-           .positions = r.positions,
-           .clocks = r.clocks,
-           .kv_pages = r.pages,
-           .kv_slots = r.slots,
-           .kv = {.segments = device_views.data() + view_offsets[s],
-                  .num_segments = static_cast<int32_t>(view_offsets[s + 1] - view_offsets[s])},
-           .logits_rows = r.logits_rows});
-    }
-    absl::StatusOr<std::vector<float>> logits =
-        transformer_->Forward(cuda_steps, storage_->pages());
-    if (!logits.ok()) return logits.status();
-
-    const int64_t vocab = config().vocab_size;
-    std::vector<std::vector<float>> result;
-    auto from = logits->begin();
-    for (const Rows& r : rows) {
-      const auto count = static_cast<std::ptrdiff_t>(r.logits_rows.size() * vocab);
-      result.emplace_back(from, from + count);
-      from += count;
-    }
-    return result;
+    return absl::OkStatus();
   }
 
- private:
   // What CudaTransformer cannot see: the step against its SessionKv, and int32 ranges.
   absl::Status Check(const SequenceStep& step) const {
     if (step.kv == nullptr) return absl::InvalidArgumentError("forward: a sequence without a KV");
+    if (step.kv->parked()) {
+      return absl::FailedPreconditionError("forward: the KV is parked: unpark it first");
+    }
     if (&step.kv->pool() != &pool_) {
       return absl::InvalidArgumentError("forward: the KV was made from another engine's pool");
     }
@@ -204,9 +309,11 @@ class CudaEngine final : public model::Engine {
   DevicePageStorage* storage_;  // owned by pool_
   memory::BlockPool pool_;
   int device_;
-  cudaStream_t stream_;
+  cudaStream_t stream_;  // the transformer's: uploads, the step and sampling, in order
   std::mutex mutex_;
+  std::unique_ptr<DeviceKvMirrors> mirrors_;  // null: the reference path (kv_arrays_)
   DeviceBuffer kv_arrays_;  // int32: every segment's page table and per-slot arrays
+  DeviceSampler sampler_;   // on the transformer's stream, under mutex_
 };
 
 absl::StatusOr<int> ParseDeviceIndex(std::string_view device) {
@@ -223,6 +330,12 @@ absl::StatusOr<int> ParseDeviceIndex(std::string_view device) {
 }
 
 }  // namespace
+
+std::optional<CudaEngineStats> CudaStatsOf(model::Engine& engine) {
+  auto* cuda = dynamic_cast<CudaEngine*>(&engine);
+  if (cuda == nullptr) return std::nullopt;
+  return cuda->Stats();
+}
 
 absl::StatusOr<std::unique_ptr<model::Engine>> LoadCudaEngine(
     const std::filesystem::path& model_dir, const model::EngineOptions& options) {
@@ -263,10 +376,8 @@ absl::StatusOr<std::unique_ptr<model::Engine>> LoadCudaEngine(
         *device, " next to the weights; ask for less: ", storage.status().message()));
   }
   if (!storage.ok()) return storage.status();
-  cudaStream_t stream = nullptr;
-  GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   return std::make_unique<CudaEngine>(*std::move(transformer), *std::move(storage), *device,
-                                      stream);
+                                      options);
 }
 
 }  // namespace gistmem::cuda

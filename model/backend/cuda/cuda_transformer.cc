@@ -23,7 +23,8 @@ absl::StatusOr<KvPagePool> KvPagePool::Allocate(const memory::PageLayout& layout
   return pool;
 }
 
-// Per-step device buffers, grown to the largest step seen.
+// Per-step device buffers, grown to the largest step seen (CUDA graphs bake their addresses:
+// growing one drops the graphs).
 struct CudaTransformer::Scratch {
   DeviceBuffer row_data;  // int32: tokens, positions, clocks, pages, slots, logits rows
   DeviceBuffer x, normed, qkv, attention, attention_bf16, projected, gate_up, act;
@@ -39,8 +40,20 @@ struct CudaTransformer::Scratch {
 CudaTransformer::~CudaTransformer() {
   if (stream_ != nullptr) {
     cudaStreamSynchronize(stream_);
+    graphs_.Clear();
     cudaStreamDestroy(stream_);
   }
+}
+
+void CudaTransformer::EnableGraphs(bool on) {
+  std::lock_guard lock(mutex_);
+  graphs_on_ = on;
+  graphs_.Clear();
+}
+
+StepGraphs::Stats CudaTransformer::graph_stats() {
+  std::lock_guard lock(mutex_);
+  return graphs_.stats();
 }
 
 absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Load(
@@ -131,6 +144,20 @@ absl::Status CudaTransformer::Validate(std::span<const CudaSequenceStep> steps,
 
 absl::StatusOr<std::vector<float>> CudaTransformer::Forward(std::span<const CudaSequenceStep> steps,
                                                             KvPagePool& pool) {
+  std::vector<float> logits;
+  GISTMEM_RETURN_IF_ERROR(
+      Run(steps, pool, [&](const float* device, int64_t rows, cudaStream_t stream) -> absl::Status {
+        logits.resize(rows * config_.vocab_size);
+        GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+            logits.data(), device, logits.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
+        GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+        return absl::OkStatus();
+      }));
+  return logits;
+}
+
+absl::Status CudaTransformer::Run(std::span<const CudaSequenceStep> steps, KvPagePool& pool,
+                                  LogitsConsumer consume) {
   std::lock_guard lock(mutex_);
   GISTMEM_RETURN_IF_ERROR(Validate(steps, pool));
   const model::ModelConfig& c = config_;
@@ -151,7 +178,9 @@ absl::StatusOr<std::vector<float>> CudaTransformer::Forward(std::span<const Cuda
     }
     pages.insert(pages.end(), step.kv_pages.begin(), step.kv_pages.end());
     slots.insert(slots.end(), step.kv_slots.begin(), step.kv_slots.end());
-    if (step.logits_rows.empty()) {
+    if (step.skip_logits) {
+      // no LM head row for this sequence
+    } else if (step.logits_rows.empty()) {
       logits_rows.push_back(first + static_cast<int32_t>(step.tokens.size()) - 1);
     } else {
       for (int32_t row : step.logits_rows)
@@ -165,7 +194,11 @@ absl::StatusOr<std::vector<float>> CudaTransformer::Forward(std::span<const Cuda
   std::vector<int32_t> row_data;
   for (const auto* v : {&tokens, &positions, &clocks, &pages, &slots, &logits_rows})
     row_data.insert(row_data.end(), v->begin(), v->end());
-  GISTMEM_RETURN_IF_ERROR(s.row_data.Reserve(row_data.size() * sizeof(int32_t)));
+
+  // Inputs to the device; a graph's buffers must stay where they were when it was captured,
+  // so any allocation here (scratch growth, the attention plan's) drops the graphs.
+  const uint64_t allocations = DeviceBuffer::AllocationsOnThisThread();
+  GISTMEM_RETURN_IF_ERROR(ReserveScratch(rows, n_logits));
   GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.row_data.get(), row_data.data(),
                                                row_data.size() * sizeof(int32_t),
                                                cudaMemcpyHostToDevice, stream_));
@@ -176,9 +209,44 @@ absl::StatusOr<std::vector<float>> CudaTransformer::Forward(std::span<const Cuda
   s.pages = base + 3 * rows;
   s.slots = base + 4 * rows;
   s.logits_rows = base + 5 * rows;
+  const AttentionShape shape{.num_heads = static_cast<int32_t>(c.num_heads),
+                             .num_kv_heads = static_cast<int32_t>(c.num_kv_heads),
+                             .head_dim = static_cast<int32_t>(c.head_dim),
+                             .sliding_window = static_cast<int32_t>(c.sliding_window.value_or(0))};
+  GISTMEM_RETURN_IF_ERROR(attention_->Plan(views, row_offsets, shape, stream_));
+  if (DeviceBuffer::AllocationsOnThisThread() != allocations) graphs_.Clear();
 
+  auto enqueue = [&] { return Enqueue(rows, n_logits, pool); };
+  if (graphs_on_ && rows <= kMaxGraphRows) {
+    const StepGraphs::Key key{
+        .rows = rows,
+        .logits_rows = n_logits,
+        .prefill_ctas = attention_->prefill_ctas(),
+        .decode_ctas = attention_->decode_ctas(),
+        .combined_outputs = attention_->combined_outputs(),
+        .attention_kernel = static_cast<int32_t>(attention_->planned_kernel()),
+        .pool = pool.data()};
+    GISTMEM_RETURN_IF_ERROR(graphs_.Run(key, stream_, enqueue));
+  } else {
+    GISTMEM_RETURN_IF_ERROR(enqueue());
+  }
+  return consume(s.logits.as<const float>(), n_logits, stream_);
+}
+
+absl::Status CudaTransformer::ReserveScratch(int64_t rows, int64_t logits_rows) {
+  const model::ModelConfig& c = config_;
+  Scratch& s = *scratch_;
+  auto round_up = [](int64_t n) {
+    int64_t p = 64;
+    while (p < n)
+      p *= 2;
+    return p;
+  };
+  rows = round_up(rows);
+  logits_rows = round_up(logits_rows);
   const int64_t hidden = c.hidden_size, q_dim = c.q_dim(), kv_dim = c.kv_dim();
   const int64_t qkv_dim = q_dim + 2 * kv_dim, inter = c.intermediate_size;
+  GISTMEM_RETURN_IF_ERROR(s.row_data.Reserve((5 * rows + logits_rows) * sizeof(int32_t)));
   GISTMEM_RETURN_IF_ERROR(s.x.Reserve(rows * hidden * 4));
   GISTMEM_RETURN_IF_ERROR(s.normed.Reserve(rows * std::max(hidden, q_dim) * 2));
   GISTMEM_RETURN_IF_ERROR(s.qkv.Reserve(rows * qkv_dim * 4));
@@ -187,15 +255,14 @@ absl::StatusOr<std::vector<float>> CudaTransformer::Forward(std::span<const Cuda
   GISTMEM_RETURN_IF_ERROR(s.projected.Reserve(rows * hidden * 4));
   GISTMEM_RETURN_IF_ERROR(s.gate_up.Reserve(rows * 2 * inter * 4));
   GISTMEM_RETURN_IF_ERROR(s.act.Reserve(rows * inter * 2));
-  GISTMEM_RETURN_IF_ERROR(s.gathered.Reserve(n_logits * hidden * 4));
-  GISTMEM_RETURN_IF_ERROR(s.logits.Reserve(n_logits * c.vocab_size * 4));
+  GISTMEM_RETURN_IF_ERROR(s.gathered.Reserve(logits_rows * hidden * 4));
+  return s.logits.Reserve(logits_rows * c.vocab_size * 4);
+}
 
-  const AttentionShape shape{.num_heads = static_cast<int32_t>(c.num_heads),
-                             .num_kv_heads = static_cast<int32_t>(c.num_kv_heads),
-                             .head_dim = static_cast<int32_t>(c.head_dim),
-                             .sliding_window = static_cast<int32_t>(c.sliding_window.value_or(0))};
-  GISTMEM_RETURN_IF_ERROR(attention_->Plan(views, row_offsets, shape, stream_));
-
+absl::Status CudaTransformer::Enqueue(int64_t rows, int64_t n_logits, KvPagePool& pool) {
+  const model::ModelConfig& c = config_;
+  Scratch& s = *scratch_;
+  const int64_t hidden = c.hidden_size;
   GISTMEM_RETURN_IF_ERROR(
       EmbeddingLookup(weights_.embedding.get(), s.tokens, s.x.as<float>(), rows, hidden, stream_));
   for (int32_t layer = 0; layer < c.num_layers; ++layer)
@@ -206,15 +273,8 @@ absl::StatusOr<std::vector<float>> CudaTransformer::Forward(std::span<const Cuda
                                      n_logits, hidden, stream_));
   GISTMEM_RETURN_IF_ERROR(RmsNormToBf16(s.gathered.as<float>(), weights_.final_norm.as<float>(),
                                         s.normed.get(), n_logits, hidden, eps, stream_));
-  GISTMEM_RETURN_IF_ERROR(gemm_->Run(s.normed.get(), weights_.output_projection(), nullptr,
-                                     s.logits.get(), OutputType::kFloat32, n_logits, hidden,
-                                     c.vocab_size, stream_));
-  std::vector<float> logits(n_logits * c.vocab_size);
-  GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), s.logits.get(),
-                                               logits.size() * sizeof(float),
-                                               cudaMemcpyDeviceToHost, stream_));
-  GISTMEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  return logits;
+  return gemm_->Run(s.normed.get(), weights_.output_projection(), nullptr, s.logits.get(),
+                    OutputType::kFloat32, n_logits, hidden, c.vocab_size, stream_);
 }
 
 absl::Status CudaTransformer::RunLayer(int32_t layer, int64_t rows, KvPagePool& pool) {

@@ -25,6 +25,11 @@
 //   - Pooled entries (the `pool` policy): write them with PooledMean (kernels.h) between steps;
 //     they are ordinary slots to attention.
 //
+// Small steps (decode) run as CUDA graphs (step_graphs.h): from the second step of a shape on,
+// the whole launch sequence (every layer, the final norm, the LM head) is one graph launch
+// after the step's per-row arrays and attention plan are uploaded. Larger steps (prefill,
+// above kMaxGraphRows rows) launch eagerly. Replays compute exactly what eager launches do.
+//
 // Thread-safety: Forward calls on one object take turns (a mutex); the pool must not be written
 // by anyone else while a step runs. Load and Forward never throw: failures are Status.
 #pragma once
@@ -38,6 +43,7 @@
 #include <span>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "memory/kv_layout.h"
@@ -45,6 +51,7 @@
 #include "model/backend/cuda/device_buffer.h"
 #include "model/backend/cuda/gemm.h"
 #include "model/backend/cuda/paged_attention.h"
+#include "model/backend/cuda/step_graphs.h"
 #include "model/config.h"
 
 namespace gistmem::cuda {
@@ -74,6 +81,7 @@ struct CudaSequenceStep {
   std::span<const int32_t> kv_slots;     // [n] slot in that page, in [0, block_size)
   memory::SequenceKvView kv;             // the sequence's KV including the new rows (see above)
   std::span<const int32_t> logits_rows;  // rows (chunk indices) whose logits come back; empty: last
+  bool skip_logits = false;              // no logits for this sequence (logits_rows ignored)
 };
 
 class CudaTransformer {
@@ -87,6 +95,8 @@ class CudaTransformer {
   ~CudaTransformer();
 
   const model::ModelConfig& config() const { return config_; }
+  // The stream every step runs on: a caller's uploads for a step go here, before Run.
+  cudaStream_t stream() const { return stream_; }
   // The pool layout this model reads: bf16, its layers and kv_dim, `block_size` slots a page.
   memory::PageLayout PageLayoutFor(int32_t block_size) const;
 
@@ -99,10 +109,33 @@ class CudaTransformer {
   absl::StatusOr<std::vector<float>> Forward(std::span<const CudaSequenceStep> steps,
                                              KvPagePool& pool);
 
+  // What Run hands the step's logits to: device memory, [rows, vocab] fp32 row-major (rows may
+  // be 0: no sequence asked for any), ready in `stream`'s order. The consumer reads them or
+  // queues its work on `stream` before it returns (the next step overwrites them); its status
+  // is Run's.
+  using LogitsConsumer =
+      absl::FunctionRef<absl::Status(const float* logits, int64_t rows, cudaStream_t stream)>;
+  // Forward without the copy to the host: the same step, then `consume` on the device logits,
+  // under the same lock. Errors as Forward's, or the consumer's.
+  absl::Status Run(std::span<const CudaSequenceStep> steps, KvPagePool& pool,
+                   LogitsConsumer consume);
+
+  // Steps of at most this many rows run as CUDA graphs (when enabled).
+  static constexpr int64_t kMaxGraphRows = 512;
+  // On by default; off, every step launches eagerly (the reference the tests compare with).
+  void EnableGraphs(bool on);
+  StepGraphs::Stats graph_stats();
+
  private:
   struct Scratch;
   CudaTransformer() = default;
   absl::Status Validate(std::span<const CudaSequenceStep> steps, const KvPagePool& pool) const;
+  // Grows the per-step buffers for `rows` and `logits_rows` (to powers of two, so a slowly
+  // growing batch moves them, and the graphs reading them, rarely).
+  absl::Status ReserveScratch(int64_t rows, int64_t logits_rows);
+  // Queues the step's launches after its inputs are on the device: embedding, every layer, the
+  // final norm and the LM head (what a graph captures).
+  absl::Status Enqueue(int64_t rows, int64_t logits_rows, KvPagePool& pool);
   absl::Status RunLayer(int32_t layer, int64_t rows, KvPagePool& pool);
 
   model::ModelConfig config_;
@@ -111,6 +144,8 @@ class CudaTransformer {
   std::unique_ptr<Gemm> gemm_;
   std::unique_ptr<PagedAttention> attention_;
   std::unique_ptr<Scratch> scratch_;
+  bool graphs_on_ = true;
+  StepGraphs graphs_;
   cudaStream_t stream_ = nullptr;
   std::mutex mutex_;
 };

@@ -6,6 +6,15 @@
 #include "model/backend/cuda/cuda_status.h"
 
 namespace gistmem::cuda {
+namespace {
+
+thread_local uint64_t allocations_on_this_thread = 0;
+
+}  // namespace
+
+uint64_t DeviceBuffer::AllocationsOnThisThread() {
+  return allocations_on_this_thread;
+}
 
 absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
   DeviceBuffer buffer;
@@ -24,6 +33,7 @@ absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
     return CudaStatus(error, message.c_str(), __FILE__, __LINE__);
   }
   buffer.bytes_ = bytes;
+  ++allocations_on_this_thread;
   return buffer;
 }
 

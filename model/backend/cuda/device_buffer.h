@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <vector>
 
@@ -51,6 +52,10 @@ class DeviceBuffer {
 
   // Makes the buffer at least `bytes` large; contents are lost when it grows.
   absl::Status Reserve(size_t bytes);
+  // cudaMallocs this thread has made through DeviceBuffer so far (Reserve's growth included).
+  // A caller that bakes buffer addresses into a CUDA graph compares it around calls that may
+  // move buffers it cannot see (PagedAttention::Plan): unchanged, nothing moved.
+  static uint64_t AllocationsOnThisThread();
   // Synchronous copies of the first `bytes` bytes; INVALID_ARGUMENT past the end.
   absl::Status Upload(const void* host, size_t bytes, size_t offset = 0);
   absl::Status Download(void* host, size_t bytes, size_t offset = 0) const;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_radix_sort.cuh>
@@ -48,7 +49,8 @@ using ReduceArg = cub::BlockReduce<ArgMax, kThreads>;
 using Scan = cub::BlockScan<double, kThreads>;
 
 // Copies each row to `scores` (-0 made +0, so the radix sort sees the CPU's ties), checks it,
-// applies the repetition penalty and, for greedy rows, writes the argmax to `out`.
+// applies the repetition penalty and writes `out`: the argmax for a greedy row, an error code
+// for a bad row, 0 for a row SampleRows samples.
 __global__ void PrepareRows(const float* logits, int64_t vocab, const RowDesc* rows,
                             const int32_t* penalized, float* scores, int32_t* ids, int32_t* out) {
   __shared__ ReduceArg::TempStorage arg_storage;
@@ -75,7 +77,10 @@ __global__ void PrepareRows(const float* logits, int64_t vocab, const RowDesc* r
     s[penalized[j]] = (v < 0 ? v * r.penalty : v / r.penalty) + 0.f;
   }
   __syncthreads();
-  if (r.temperature != 0.f) return;
+  if (r.temperature != 0.f) {
+    if (threadIdx.x == 0) out[blockIdx.x] = 0;  // a good row: SampleRows picks its token
+    return;
+  }
   ArgMax best{-CUDART_INF_F, INT_MAX};
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads)
     best = ArgMaxOp()(best, ArgMax{s[i], static_cast<int32_t>(i)});
@@ -190,6 +195,10 @@ __global__ void SampleRows(int64_t vocab, const RowDesc* rows, const float* scor
   if (threadIdx.x == 0) out[blockIdx.x] = id_at(found > 0 ? found - 1 : 0);
 }
 
+size_t AlignUp(size_t bytes) {
+  return (bytes + 15) / 16 * 16;
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<int32_t>> DeviceSampler::Sample(const float* logits, int64_t vocab,
@@ -205,9 +214,9 @@ absl::StatusOr<std::vector<int32_t>> DeviceSampler::Sample(const float* logits, 
   const int64_t n = static_cast<int64_t>(rows.size());
   std::vector<RowDesc> descs(n);
   std::vector<int32_t> penalized;
-  std::vector<int32_t> begins(n), ends(n);
-  std::vector<char> seen(vocab);
-  bool any_filtered = false;
+  std::vector<int32_t> offsets(2 * n);  // segment begins, then ends (the sort's)
+  if (static_cast<int64_t>(seen_.size()) != vocab) seen_.assign(vocab, 0);
+  bool any_filtered = false, any_sampled = false;
   for (int64_t i = 0; i < n; ++i) {
     const model::SamplingParams& p = rows[i].params;
     if (const std::string error = p.Validate(); !error.empty()) {
@@ -226,46 +235,53 @@ absl::StatusOr<std::vector<int32_t>> DeviceSampler::Sample(const float* logits, 
          .penalty_end = 0,
          .filtered = p.temperature != 0.f && (p.top_k > 0 || p.top_p < 1.f)};
     if (p.repetition_penalty != 1.f) {
-      std::fill(seen.begin(), seen.end(), 0);
+      // Each distinct id once; `seen_` is cleared again entry by entry (a long history costs
+      // its length, not the vocabulary's).
       for (int32_t t : rows[i].previous_tokens) {
-        if (t < 0 || t >= vocab || seen[t]) continue;
-        seen[t] = 1;
+        if (t < 0 || t >= vocab || seen_[t]) continue;
+        seen_[t] = 1;
         penalized.push_back(t);
       }
+      for (int32_t j = d.penalty_begin; j < static_cast<int32_t>(penalized.size()); ++j)
+        seen_[penalized[j]] = 0;
     }
     d.penalty_end = static_cast<int32_t>(penalized.size());
-    begins[i] = static_cast<int32_t>(i * vocab);
-    ends[i] = begins[i] + (d.filtered ? static_cast<int32_t>(vocab) : 0);
+    offsets[i] = static_cast<int32_t>(i * vocab);
+    offsets[n + i] = offsets[i] + (d.filtered ? static_cast<int32_t>(vocab) : 0);
     any_filtered = any_filtered || d.filtered;
+    any_sampled = any_sampled || p.temperature != 0.f;
   }
 
+  // One upload: row descriptors, sort offsets, penalized ids.
+  const size_t descs_bytes = AlignUp(n * sizeof(RowDesc));
+  const size_t offsets_bytes = AlignUp(offsets.size() * sizeof(int32_t));
+  host_.resize(descs_bytes + offsets_bytes + penalized.size() * sizeof(int32_t));
+  std::memcpy(host_.data(), descs.data(), n * sizeof(RowDesc));
+  std::memcpy(host_.data() + descs_bytes, offsets.data(), offsets.size() * sizeof(int32_t));
+  if (!penalized.empty()) {
+    std::memcpy(host_.data() + descs_bytes + offsets_bytes, penalized.data(),
+                penalized.size() * sizeof(int32_t));
+  }
   const size_t items = static_cast<size_t>(n * vocab);
   GISTMEM_RETURN_IF_ERROR(scores_.Reserve(items * sizeof(float)));
   GISTMEM_RETURN_IF_ERROR(ids_.Reserve(items * sizeof(int32_t)));
-  GISTMEM_RETURN_IF_ERROR(rows_.Reserve(n * sizeof(RowDesc)));
-  GISTMEM_RETURN_IF_ERROR(offsets_.Reserve(2 * n * sizeof(int32_t)));
-  GISTMEM_RETURN_IF_ERROR(penalties_.Reserve(std::max<size_t>(1, penalized.size()) * 4));
+  GISTMEM_RETURN_IF_ERROR(upload_.Reserve(host_.size()));
   GISTMEM_RETURN_IF_ERROR(out_.Reserve(n * sizeof(int32_t)));
-  GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rows_.get(), descs.data(), n * sizeof(RowDesc),
-                                               cudaMemcpyHostToDevice, stream));
   GISTMEM_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(offsets_.get(), begins.data(), n * 4, cudaMemcpyHostToDevice, stream));
-  GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(offsets_.as<int32_t>() + n, ends.data(), n * 4,
-                                               cudaMemcpyHostToDevice, stream));
-  if (!penalized.empty()) {
-    GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-        penalties_.get(), penalized.data(), penalized.size() * 4, cudaMemcpyHostToDevice, stream));
-  }
-  GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out_.get(), 0, n * sizeof(int32_t), stream));
+      cudaMemcpyAsync(upload_.get(), host_.data(), host_.size(), cudaMemcpyHostToDevice, stream));
+  const auto* device_descs = upload_.as<const RowDesc>();
+  const int32_t* begin_offsets =
+      reinterpret_cast<const int32_t*>(upload_.as<const char>() + descs_bytes);
+  const int32_t* end_offsets = begin_offsets + n;
+  const int32_t* device_penalized =
+      reinterpret_cast<const int32_t*>(upload_.as<const char>() + descs_bytes + offsets_bytes);
   PrepareRows<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
-      logits, vocab, rows_.as<RowDesc>(), penalties_.as<int32_t>(), scores_.as<float>(),
-      ids_.as<int32_t>(), out_.as<int32_t>());
+      logits, vocab, device_descs, device_penalized, scores_.as<float>(), ids_.as<int32_t>(),
+      out_.as<int32_t>());
   GISTMEM_CUDA_RETURN_IF_LAUNCH_FAILED();
   if (any_filtered) {
     GISTMEM_RETURN_IF_ERROR(sorted_scores_.Reserve(items * sizeof(float)));
     GISTMEM_RETURN_IF_ERROR(sorted_ids_.Reserve(items * sizeof(int32_t)));
-    const int32_t* begin_offsets = offsets_.as<int32_t>();
-    const int32_t* end_offsets = begin_offsets + n;
     size_t temp_bytes = 0;
     // Radix sort is stable: equal scores keep the increasing ids they came in with.
     GISTMEM_CUDA_RETURN_IF_ERROR(cub::DeviceSegmentedRadixSort::SortPairsDescending(
@@ -278,10 +294,12 @@ absl::StatusOr<std::vector<int32_t>> DeviceSampler::Sample(const float* logits, 
         ids_.as<int32_t>(), sorted_ids_.as<int32_t>(), static_cast<int>(items), static_cast<int>(n),
         begin_offsets, end_offsets, 0, 32, stream));
   }
-  SampleRows<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
-      vocab, rows_.as<RowDesc>(), scores_.as<float>(), sorted_scores_.as<float>(),
-      sorted_ids_.as<int32_t>(), out_.as<int32_t>());
-  GISTMEM_CUDA_RETURN_IF_LAUNCH_FAILED();
+  if (any_sampled) {
+    SampleRows<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
+        vocab, device_descs, scores_.as<float>(), sorted_scores_.as<float>(),
+        sorted_ids_.as<int32_t>(), out_.as<int32_t>());
+    GISTMEM_CUDA_RETURN_IF_LAUNCH_FAILED();
+  }
   std::vector<int32_t> tokens(n);
   GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens.data(), out_.get(), n * sizeof(int32_t),
                                                cudaMemcpyDeviceToHost, stream));

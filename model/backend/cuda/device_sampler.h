@@ -9,8 +9,10 @@
 // only when the draw or the top-p mass falls within rounding (~1e-15 relative) of a boundary.
 //
 // Thread-safety: one DeviceSampler per stream; Sample() is not reentrant (it reuses its
-// workspace). Failure: INVALID_ARGUMENT for bad params, a row with NaN or +inf, or no finite
-// logit (the CPU's std::invalid_argument); RESOURCE_EXHAUSTED / INTERNAL for CUDA failures.
+// workspace). Cost: one upload, one or two kernels (greedy rows need only the first), a sort
+// when a row filters by top-k / top-p, one download of the tokens. Failure: INVALID_ARGUMENT for
+// bad params, a row with NaN or +inf, or no finite logit (the CPU's std::invalid_argument);
+// RESOURCE_EXHAUSTED / INTERNAL for CUDA failures.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -40,7 +42,9 @@ class DeviceSampler {
                                               cudaStream_t stream = nullptr);
 
  private:
-  DeviceBuffer scores_, ids_, sorted_scores_, sorted_ids_, offsets_, rows_, penalties_, temp_, out_;
+  DeviceBuffer scores_, ids_, sorted_scores_, sorted_ids_, upload_, temp_, out_;
+  std::vector<char> host_;  // the upload's staging: row descriptors, sort offsets, penalized ids
+  std::vector<char> seen_;  // [vocab], all zero between calls: distinct penalized ids
 };
 
 }  // namespace gistmem::cuda

@@ -82,7 +82,24 @@ __global__ void GatherRowsKernel(const float* x, const int32_t* rows, float* out
     to[i] = from[i];
 }
 
+__global__ void CopyInt32RunsKernel(const Int32Run* runs, int64_t num_runs, const int32_t* source) {
+  for (int64_t r = blockIdx.x; r < num_runs; r += gridDim.x) {
+    const Int32Run run = runs[r];
+    for (int64_t i = threadIdx.x; i < run.count; i += blockDim.x)
+      run.dest[i] = source[run.source_offset + i];
+  }
+}
+
 }  // namespace
+
+absl::Status CopyInt32Runs(const Int32Run* runs, int64_t num_runs, const int32_t* source,
+                           cudaStream_t stream) {
+  if (num_runs == 0) return absl::OkStatus();
+  const auto blocks = static_cast<unsigned>(num_runs < 65535 ? num_runs : 65535);
+  CopyInt32RunsKernel<<<blocks, kThreads, 0, stream>>>(runs, num_runs, source);
+  GISTMEM_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return absl::OkStatus();
+}
 
 absl::Status EmbeddingLookup(const void* embedding, const int32_t* tokens, float* out, int64_t rows,
                              int64_t hidden, cudaStream_t stream) {

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "memory/kv_layout.h"
+#include "model/backend/cuda/int32_runs.h"
 
 namespace gistmem::cuda {
 
@@ -61,6 +62,12 @@ absl::Status ToBf16(const float* in, void* out, int64_t count, cudaStream_t stre
 // out[i] = x[rows[i]] for i < count: the rows whose logits come back.
 absl::Status GatherRows(const float* x, const int32_t* rows, float* out, int64_t count, int64_t dim,
                         cudaStream_t stream);
+
+// Copies every run (int32_runs.h; one block per run, destinations must not overlap) from
+// `source`, the device copy of the staged values: how scattered small uploads (device KV
+// mirrors) reach their places from one staged copy.
+absl::Status CopyInt32Runs(const Int32Run* runs, int64_t num_runs, const int32_t* source,
+                           cudaStream_t stream);
 
 // ---- KV pages (kv_pages.cu). The pool is bf16, memory/kv_layout.h's PageLayout with
 // element_bytes == 2.
