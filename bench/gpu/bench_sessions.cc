@@ -65,7 +65,7 @@ model::SequenceStep StepOf(const memory::SessionMemory& memory, const PendingRow
 
 absl::Status DecodeStep(model::Engine& engine,
                         std::span<const std::unique_ptr<memory::SessionMemory>> sessions,
-                        int32_t token) {
+                        int32_t token, DecodeOutput output) {
   const int32_t raw[] = {token};
   std::vector<PendingRows> pending;
   pending.reserve(sessions.size());
@@ -83,8 +83,13 @@ absl::Status DecodeStep(model::Engine& engine,
     steps.reserve(pending.size());
     for (size_t s = 0; s < pending.size(); ++s)
       steps.push_back(StepOf(*sessions[s], pending[s]));
-    absl::StatusOr<std::vector<std::vector<float>>> logits = engine.ForwardBatch(steps);
-    if (!logits.ok()) status = logits.status();
+    if (output == DecodeOutput::kLogitsToHost) {
+      status = engine.ForwardBatch(steps).status();
+    } else {
+      const model::TokenRequest greedy{};
+      const std::vector<const model::TokenRequest*> requests(steps.size(), &greedy);
+      status = engine.ForwardSample(steps, requests).status();
+    }
   }
   for (size_t s = 0; s < pending.size(); ++s)
     sessions[s]->Unreserve();

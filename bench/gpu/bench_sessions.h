@@ -5,8 +5,10 @@
 //     device pool zeroes pages when it maps them), which costs a decode step the same
 //     arithmetic as real K/V. Pool means are still computed (on the device).
 //   - DecodeStep: one raw token for each of many sessions (and the gist token after it when the
-//     policy inserts one) in ONE ForwardBatch; the rows are then dropped (Unreserve), so every
-//     timed step sees the same context.
+//     policy inserts one) in ONE step, as the service runs it (ForwardSample: a greedy token
+//     per session, picked where the engine keeps its logits) or with every session's logits
+//     copied to the host (ForwardBatch); the rows are then dropped (Unreserve), so every timed
+//     step sees the same context.
 // Thread-safety: none (one benchmark thread).
 #pragma once
 
@@ -38,11 +40,15 @@ struct PendingRows {
   std::vector<memory::SlotRef> slots;
 };
 
-// One decode step over `sessions`: reserves each one's rows, runs one ForwardBatch, drops the
-// rows again. RESOURCE_EXHAUSTED when a session's rows find no page (nothing reserved stays).
+// What a decode step gives back: a greedy token per session (ForwardSample, as the service's
+// scheduler asks) or each session's logits row on the host (ForwardBatch).
+enum class DecodeOutput { kGreedyTokens, kLogitsToHost };
+
+// One decode step over `sessions`: reserves each one's rows, runs one step, drops the rows
+// again. RESOURCE_EXHAUSTED when a session's rows find no page (nothing reserved stays).
 absl::Status DecodeStep(model::Engine& engine,
                         std::span<const std::unique_ptr<memory::SessionMemory>> sessions,
-                        int32_t token);
+                        int32_t token, DecodeOutput output = DecodeOutput::kGreedyTokens);
 
 // Reserves the rows of `raw` (new raw tokens) in `memory` and returns them (the caller runs
 // them or Unreserve()s them).

@@ -75,8 +75,8 @@ TEST(BenchSessions, DecodeStepLeavesEverySessionAsItWas) {
     before.push_back(s->state());
     slots.push_back(s->kv().pinned().num_slots() + s->kv().window().num_slots());
   }
-  for (int step = 0; step < 2; ++step)
-    ASSERT_TRUE(DecodeStep(*engine, sessions, 17).ok());
+  for (const DecodeOutput output : {DecodeOutput::kGreedyTokens, DecodeOutput::kLogitsToHost})
+    ASSERT_TRUE(DecodeStep(*engine, sessions, 17, output).ok());
   EXPECT_EQ(engine->kv_pool().pages_in_use(), pages);
   for (size_t i = 0; i < sessions.size(); ++i) {
     EXPECT_EQ(sessions[i]->state(), before[i]) << i;

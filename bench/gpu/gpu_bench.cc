@@ -10,10 +10,13 @@
 //             engine's KV pool (--kv_pool_gib), and their aggregate decode tok/s, all in one batch
 //
 // Contexts are appended under the policy without the model (bench/gpu/bench_sessions.h): a
-// decode step costs the same arithmetic on any K/V values. Decode and prefill steps run as the
-// service runs them (ForwardBatch, logits copied to the host) and are timed on the host clock:
-// ForwardBatch returns only after its logits are on the host, so that is the step's whole time,
-// host work included. Attention alone is timed with CUDA events (bench/gpu/attention_timing.h).
+// decode step costs the same arithmetic on any K/V values. Decode steps run as the service runs
+// them (ForwardSample: a greedy token per sequence picked on the device, only tokens back) and
+// are timed on the host clock: the call returns once its tokens are on the host, so that is the
+// step's whole time, host work included. Each decode, batched and capacity row is followed by a
+// "<row>_logits_to_host" row timing the same step through ForwardBatch (every sequence's logits
+// copied to the host), the old way. Prefill steps run through ForwardBatch (one logits row).
+// Attention alone is timed with CUDA events (bench/gpu/attention_timing.h).
 // Every timing: --warmup untimed runs, then the median (min, max) of --steps runs.
 //
 // Floors, when --hbm_tb_s is given (the peers' torch.sum rate of the same run): (weight bytes +
@@ -26,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +40,7 @@
 #include "bench/gpu/bench_sessions.h"
 #include "clients/cpp/common/help_flags.h"
 #include "memory/session_memory.h"
+#include "model/backend/cuda/cuda_engine.h"
 #include "model/engine.h"
 #include "nlohmann/json.hpp"
 
@@ -236,11 +241,28 @@ absl::StatusOr<AttentionTiming> DecodeAttention(const Model& m, const Sessions& 
   return timing;
 }
 
-// Decode steps over `sessions` (filled), one JSON line.
-json DecodeLine(const Model& m, const Sessions& sessions, json line) {
+// The CUDA engine's counters so far (cumulative over the run): how its steps ran (graphs,
+// eager) and what the device mirrors copied in the last one.
+void AddEngineStats(json& line, const Model& m) {
+  const std::optional<cuda::CudaEngineStats> s = cuda::CudaStatsOf(*m.engine);
+  if (!s) return;
+  line["engine_counters_so_far"] = {
+      {"eager_steps", s->eager_steps},     {"graph_captures", s->graph_captures},
+      {"graph_replays", s->graph_replays}, {"failed_captures", s->failed_captures},
+      {"graph_clears", s->graph_clears},   {"mirror_values_last_step", s->mirror_values_last_step},
+      {"mirror_bytes", s->mirror_bytes}};
+}
+
+// Decode steps over `sessions` (filled), one JSON line: greedy tokens picked on the device (the
+// service's step), or with `output` kLogitsToHost every logits row copied to the host.
+json DecodeLine(const Model& m, const Sessions& sessions, json line,
+                DecodeOutput output = DecodeOutput::kGreedyTokens) {
   const int warmup = absl::GetFlag(FLAGS_warmup), steps = absl::GetFlag(FLAGS_steps);
   absl::StatusOr<Stats> t =
-      TimeCalls([&] { return DecodeStep(*m.engine, sessions, 17); }, warmup, steps);
+      TimeCalls([&] { return DecodeStep(*m.engine, sessions, 17, output); }, warmup, steps);
+  const bool tokens = output == DecodeOutput::kGreedyTokens;
+  if (!tokens) line["row"] = line["row"].get<std::string>() + "_logits_to_host";
+  line["output"] = tokens ? "greedy_tokens" : "logits_to_host";
   if (!t.ok()) {
     line["error"] = t.status().ToString();
     return line;
@@ -253,10 +275,17 @@ json DecodeLine(const Model& m, const Sessions& sessions, json line) {
   line["tok_per_s"] = double(batch) / (t->median * 1e-3);
   line["steps_timed"] = steps;
   line["slots"] = SlotsHeld(sessions);
-  line["logits_bytes_to_host"] = batch * m.config->vocab_size * 4;
+  line["bytes_to_host"] = batch * (tokens ? 4 : m.config->vocab_size * 4);
   AddFloor(line, m, SlotsHeld(sessions) * m.kv_bytes_per_entry, t->median, batch);
-  AddAttention(line, m, DecodeAttention(m, sessions));
+  AddEngineStats(line, m);
+  if (tokens) AddAttention(line, m, DecodeAttention(m, sessions));
   return line;
+}
+
+// A decode row as the service runs it, then the same step with logits to the host.
+void EmitDecodeLines(const Model& m, const Sessions& sessions, const json& line) {
+  Emit(DecodeLine(m, sessions, line));
+  Emit(DecodeLine(m, sessions, line, DecodeOutput::kLogitsToHost));
 }
 
 absl::StatusOr<Sessions> FilledSessions(const Model& m, const memory::Policy& policy,
@@ -287,7 +316,7 @@ void DecodeRows(const Model& m) {
       }
       json line = Base(m, "decode", memory::Describe(*policy));
       line["context"] = context;
-      Emit(DecodeLine(m, *sessions, std::move(line)));
+      EmitDecodeLines(m, *sessions, line);
     }
   }
 }
@@ -310,7 +339,7 @@ void BatchedRows(const Model& m) {
     line["context"] = context;
     line["context_min"] = *std::min_element(contexts.begin(), contexts.end());
     line["context_max"] = *std::max_element(contexts.begin(), contexts.end());
-    Emit(DecodeLine(m, *sessions, std::move(line)));
+    EmitDecodeLines(m, *sessions, line);
   }
 }
 
@@ -437,8 +466,11 @@ void CapacityRows(const Model& m, double deadline_s) {
     line["bytes_per_session"] = bytes_one;
     line["sessions_by_arithmetic"] = bytes_one > 0 ? pool.budget_bytes() / bytes_one : 0;
     line["retained_per_session"] = sessions.empty() ? 0 : sessions[0]->Counts().total();
-    if (!sessions.empty()) line = DecodeLine(m, sessions, std::move(line));
-    Emit(line);
+    if (sessions.empty()) {
+      Emit(line);
+    } else {
+      EmitDecodeLines(m, sessions, line);
+    }
   }
 }
 

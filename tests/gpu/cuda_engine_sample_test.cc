@@ -12,7 +12,8 @@
 //   - Against the CPU engine (fp32), teacher-forced alike: greedy picks agree unless the CPU's
 //     top two are closer than the bf16 bound of the engine tests (5e-2 of the row's scale);
 //     sampled picks are reported, not required (bf16 logits move the draw's boundaries).
-//   - Bad requests are INVALID_ARGUMENT before anything is written.
+//   - Bad requests are INVALID_ARGUMENT before anything is written; a step with no request
+//     returns only once its K/V are in the pages.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -189,6 +190,23 @@ TEST_F(CudaEngineSampleTest, BadRequestsWriteNothing) {
   ASSERT_TRUE(picked.ok()) << picked.status();
   EXPECT_EQ(*picked, std::vector<int32_t>{model::kNoToken});
   EXPECT_EQ(sequence.kv().pinned().num_slots(), 3);
+}
+
+// A step nobody asks a token from still returns only once its K/V are in the pages (the
+// caller exports or pools them next, on the page storage's own stream).
+TEST_F(CudaEngineSampleTest, AStepWithoutRequestsHasFinishedWhenItReturns) {
+  std::mt19937 rng(8);
+  const std::vector<int32_t> tokens = RandomTokens(400, cpu_->config().vocab_size, rng);
+  std::vector<int64_t> positions(tokens.size());
+  for (size_t i = 0; i < positions.size(); ++i)
+    positions[i] = static_cast<int64_t>(i);
+  model::PlainSequence without(*gpu_), with(*gpu_);
+  const model::SequenceStep step = without.Reserve(tokens, positions);
+  const model::TokenRequest* none[] = {nullptr};
+  ASSERT_TRUE(gpu_->ForwardSample(std::span(&step, 1), none).ok());
+  const std::vector<float> rows = without.keys(3);  // exported at once
+  with.Forward(tokens, positions);
+  EXPECT_EQ(rows, with.keys(3));
 }
 
 }  // namespace

@@ -192,7 +192,12 @@ class CudaEngine final : public model::Engine {
            .logits_rows = r.logits_rows,
            .skip_logits = !requests.empty() && requests[s] == nullptr});
     }
-    return transformer_->Run(cuda_steps, storage_->pages(), consume);
+    const absl::Status ran = transformer_->Run(cuda_steps, storage_->pages(), consume);
+    // Nothing of the step may still run when the caller goes on: next it pools, exports, or
+    // (after a failure) frees the rows' pages. Consumers that copy to the host have waited
+    // already; one that queued nothing (no token requested) has not.
+    const absl::Status finished = GISTMEM_CUDA_STATUS(cudaStreamSynchronize(stream_));
+    return ran.ok() ? finished : ran;
   }
 
   // The steps' KV views from the device mirrors: only what changed since a sequence's last

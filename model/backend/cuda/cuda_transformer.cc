@@ -28,7 +28,7 @@ absl::StatusOr<KvPagePool> KvPagePool::Allocate(const memory::PageLayout& layout
 struct CudaTransformer::Scratch {
   DeviceBuffer row_data;  // int32: tokens, positions, clocks, pages, slots, logits rows
   DeviceBuffer x, normed, qkv, attention, attention_bf16, projected, gate_up, act;
-  DeviceBuffer gathered, logits;
+  DeviceBuffer logits;
   const int32_t* tokens = nullptr;
   const int32_t* positions = nullptr;
   const int32_t* clocks = nullptr;
@@ -65,6 +65,7 @@ absl::StatusOr<std::unique_ptr<CudaTransformer>> CudaTransformer::Load(
     return absl::InvalidArgumentError(error.what());
   }
   const model::ModelConfig& c = model->config_;
+  if (c.num_layers < 1) return absl::InvalidArgumentError("CudaTransformer: no layers");
   if (c.head_dim > 128 || c.head_dim % 8 != 0) {
     return absl::UnimplementedError("CudaTransformer: head_dim " + std::to_string(c.head_dim) +
                                     " (attention supports multiples of 8 up to 128)");
@@ -255,7 +256,6 @@ absl::Status CudaTransformer::ReserveScratch(int64_t rows, int64_t logits_rows) 
   GISTMEM_RETURN_IF_ERROR(s.projected.Reserve(rows * hidden * 4));
   GISTMEM_RETURN_IF_ERROR(s.gate_up.Reserve(rows * 2 * inter * 4));
   GISTMEM_RETURN_IF_ERROR(s.act.Reserve(rows * inter * 2));
-  GISTMEM_RETURN_IF_ERROR(s.gathered.Reserve(logits_rows * hidden * 4));
   return s.logits.Reserve(logits_rows * c.vocab_size * 4);
 }
 
@@ -263,16 +263,18 @@ absl::Status CudaTransformer::Enqueue(int64_t rows, int64_t n_logits, KvPagePool
   const model::ModelConfig& c = config_;
   Scratch& s = *scratch_;
   const int64_t hidden = c.hidden_size;
-  GISTMEM_RETURN_IF_ERROR(
-      EmbeddingLookup(weights_.embedding.get(), s.tokens, s.x.as<float>(), rows, hidden, stream_));
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  // Each layer starts from its input norm in `normed` and leaves its MLP output in
+  // `projected`, added to x by the next layer's norm (or, after the last, by the final norm of
+  // the logits rows alone: no other row's x is read again).
+  GISTMEM_RETURN_IF_ERROR(EmbedRmsNormToBf16(weights_.embedding.get(), s.tokens, s.x.as<float>(),
+                                             weights_.layers[0].input_norm.as<float>(),
+                                             s.normed.get(), rows, hidden, eps, stream_));
   for (int32_t layer = 0; layer < c.num_layers; ++layer)
     GISTMEM_RETURN_IF_ERROR(RunLayer(layer, rows, pool));
-
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  GISTMEM_RETURN_IF_ERROR(GatherRows(s.x.as<float>(), s.logits_rows, s.gathered.as<float>(),
-                                     n_logits, hidden, stream_));
-  GISTMEM_RETURN_IF_ERROR(RmsNormToBf16(s.gathered.as<float>(), weights_.final_norm.as<float>(),
-                                        s.normed.get(), n_logits, hidden, eps, stream_));
+  GISTMEM_RETURN_IF_ERROR(GatherAddRmsNormToBf16(s.x.as<float>(), s.projected.as<float>(),
+                                                 s.logits_rows, weights_.final_norm.as<float>(),
+                                                 s.normed.get(), n_logits, hidden, eps, stream_));
   return gemm_->Run(s.normed.get(), weights_.output_projection(), nullptr, s.logits.get(),
                     OutputType::kFloat32, n_logits, hidden, c.vocab_size, stream_);
 }
@@ -288,17 +290,13 @@ absl::Status CudaTransformer::RunLayer(int32_t layer, int64_t rows, KvPagePool& 
   float* qkv = s.qkv.as<float>();
   float* projected = s.projected.as<float>();
 
-  // Attention block: q|k|v in one product; RoPE on q and k; K/V to their pages; attention.
-  GISTMEM_RETURN_IF_ERROR(
-      RmsNormToBf16(x, w.input_norm.as<float>(), s.normed.get(), rows, hidden, eps, stream_));
+  // Attention block: q|k|v in one product; RoPE on q and k and K/V to their pages in one
+  // kernel; attention.
   GISTMEM_RETURN_IF_ERROR(gemm_->Run(s.normed.get(), w.qkv.get(), w.qkv_bias.as<float>(), qkv,
                                      OutputType::kFloat32, rows, hidden, qkv_dim, stream_));
-  GISTMEM_RETURN_IF_ERROR(ApplyRope(qkv, qkv_dim, s.positions, rows, c.num_heads, c.head_dim,
-                                    inv_freq_.as<float>(), stream_));
-  GISTMEM_RETURN_IF_ERROR(ApplyRope(qkv + q_dim, qkv_dim, s.positions, rows, c.num_kv_heads,
-                                    c.head_dim, inv_freq_.as<float>(), stream_));
-  GISTMEM_RETURN_IF_ERROR(WriteKv(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim, s.pages, s.slots,
-                                  rows, pool.data(), pool.layout(), layer, stream_));
+  GISTMEM_RETURN_IF_ERROR(RopeWriteKv(qkv, qkv_dim, s.positions, rows, c.num_heads, c.num_kv_heads,
+                                      c.head_dim, inv_freq_.as<float>(), s.pages, s.slots,
+                                      pool.data(), pool.layout(), layer, stream_));
   AttentionInputs in;
   in.pool = pool.data();
   in.layout = pool.layout();
@@ -315,18 +313,20 @@ absl::Status CudaTransformer::RunLayer(int32_t layer, int64_t rows, KvPagePool& 
   GISTMEM_RETURN_IF_ERROR(gemm_->Run(s.attention_bf16.get(), w.o.get(), w.o_bias.as<float>(),
                                      projected, OutputType::kFloat32, rows, q_dim, hidden,
                                      stream_));
-  GISTMEM_RETURN_IF_ERROR(AddInPlace(x, projected, rows * hidden, stream_));
 
-  // MLP block: down(silu(gate(x)) * up(x)), gate|up in one product.
-  GISTMEM_RETURN_IF_ERROR(RmsNormToBf16(x, w.post_attention_norm.as<float>(), s.normed.get(), rows,
-                                        hidden, eps, stream_));
+  // MLP block: the residual add and its norm in one kernel; down(silu(gate(x)) * up(x)),
+  // gate|up in one product.
+  GISTMEM_RETURN_IF_ERROR(AddRmsNormToBf16(x, projected, w.post_attention_norm.as<float>(),
+                                           s.normed.get(), rows, hidden, eps, stream_));
   GISTMEM_RETURN_IF_ERROR(gemm_->Run(s.normed.get(), w.gate_up.get(), w.gate_up_bias.as<float>(),
                                      s.gate_up.get(), OutputType::kFloat32, rows, hidden, 2 * inter,
                                      stream_));
   GISTMEM_RETURN_IF_ERROR(SiluMul(s.gate_up.as<float>(), s.act.get(), rows, inter, stream_));
   GISTMEM_RETURN_IF_ERROR(gemm_->Run(s.act.get(), w.down.get(), w.down_bias.as<float>(), projected,
                                      OutputType::kFloat32, rows, inter, hidden, stream_));
-  return AddInPlace(x, projected, rows * hidden, stream_);
+  if (layer + 1 == c.num_layers) return absl::OkStatus();  // Enqueue adds it for the logits rows
+  return AddRmsNormToBf16(x, projected, weights_.layers[layer + 1].input_norm.as<float>(),
+                          s.normed.get(), rows, hidden, eps, stream_);
 }
 
 }  // namespace gistmem::cuda

@@ -36,7 +36,7 @@ struct DeviceSampleRow {
 class DeviceSampler {
  public:
   // Picks one token per row of `logits` (device memory, [rows.size(), vocab] fp32, row-major).
-  // Synchronizes `stream` before returning the tokens.
+  // Synchronizes `stream` before returning the tokens (no rows: returns at once).
   absl::StatusOr<std::vector<int32_t>> Sample(const float* logits, int64_t vocab,
                                               std::span<const DeviceSampleRow> rows,
                                               cudaStream_t stream = nullptr);

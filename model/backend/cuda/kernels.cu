@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include "model/backend/cuda/cuda_status.h"
+#include "model/backend/cuda/kernel_math.cuh"
 
 namespace gistmem::cuda {
 namespace {
@@ -22,8 +23,7 @@ __global__ void EmbeddingKernel(const __nv_bfloat16* table, const int32_t* token
     out_row[i] = __bfloat162float(row[i]);
 }
 
-// One block per row; thread i rotates pairs (i, i + half) of every head. sincosf, not the fast
-// intrinsics: angles reach position * 1 radian, far outside the intrinsics' accurate range.
+// One block per row; thread i rotates pairs (i, i + half) of every head.
 __global__ void RopeKernel(float* x, int64_t stride, const int32_t* positions, int64_t num_heads,
                            int64_t head_dim, const float* inv_freq) {
   const int64_t half = head_dim / 2;
@@ -31,12 +31,8 @@ __global__ void RopeKernel(float* x, int64_t stride, const int32_t* positions, i
   const float position = static_cast<float>(positions[blockIdx.x]);
   for (int64_t t = threadIdx.x; t < num_heads * half; t += blockDim.x) {
     const int64_t head = t / half, i = t % half;
-    float s, c;
-    sincosf(position * inv_freq[i], &s, &c);
     float* h = row + head * head_dim;
-    const float a = h[i], b = h[i + half];
-    h[i] = a * c - b * s;
-    h[i + half] = b * c + a * s;
+    RotatePair(h[i], h[i + half], position, inv_freq[i], h[i], h[i + half]);
   }
 }
 

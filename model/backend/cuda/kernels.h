@@ -35,6 +35,20 @@ absl::Status RmsNorm(const float* x, const float* weight, float* out, int64_t ro
 absl::Status RmsNormToBf16(const float* x, const float* weight, void* out, int64_t rows,
                            int64_t dim, float eps, cudaStream_t stream);
 
+// Fused for the forward step; each gives the same bits as the separate launches it replaces.
+// x[r] += delta[r], then out[r] = RmsNormToBf16(x[r]) (the residual add and the next norm).
+absl::Status AddRmsNormToBf16(float* x, const float* delta, const float* weight, void* out,
+                              int64_t rows, int64_t dim, float eps, cudaStream_t stream);
+// out[i] = RmsNormToBf16(x[rows[i]] + delta[rows[i]]) for i < count, x unchanged: the last
+// layer's residual add, GatherRows and the final norm, for the rows whose logits are wanted.
+absl::Status GatherAddRmsNormToBf16(const float* x, const float* delta, const int32_t* rows,
+                                    const float* weight, void* out, int64_t count, int64_t dim,
+                                    float eps, cudaStream_t stream);
+// EmbeddingLookup into x, then out = RmsNormToBf16(x).
+absl::Status EmbedRmsNormToBf16(const void* embedding, const int32_t* tokens, float* x,
+                                const float* weight, void* out, int64_t rows, int64_t dim,
+                                float eps, cudaStream_t stream);
+
 // In place, rotate-half RoPE on `num_heads` heads of each row (starting at element 0 of the
 // row; rows `stride` floats apart): angle = float(positions[r]) * inv_freq[i] in fp32, as
 // ops.h ApplyRope. inv_freq: fp32 [head_dim / 2] from RopeInverseFrequencies.
@@ -78,6 +92,16 @@ absl::Status CopyInt32Runs(const Int32Run* runs, int64_t num_runs, const int32_t
 absl::Status WriteKv(const float* k, const float* v, int64_t stride, const int32_t* pages,
                      const int32_t* slots, int64_t rows, void* pool,
                      const memory::PageLayout& layout, int32_t layer, cudaStream_t stream);
+
+// The fused q|k|v product's rows (qkv, `stride` floats apart: num_heads q heads, then
+// num_kv_heads k heads, then v): ApplyRope on q (in place) and on k, and WriteKv of the
+// rotated k and of v, in one launch with the same bits. k in qkv is left unrotated (only its
+// page copy is read later).
+absl::Status RopeWriteKv(float* qkv, int64_t stride, const int32_t* positions, int64_t rows,
+                         int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                         const float* inv_freq, const int32_t* pages, const int32_t* slots,
+                         void* pool, const memory::PageLayout& layout, int32_t layer,
+                         cudaStream_t stream);
 
 // Pooled entries (the `pool` policy): entry e's K and V rows, in every layer, become the fp32
 // mean of its sources, rounded to bf16. Sources of entry e are
