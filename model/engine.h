@@ -64,6 +64,13 @@ struct TokenRequest {
 // ForwardSample's answer for a sequence without a request.
 inline constexpr int32_t kNoToken = -1;
 
+// The CUDA engine's fast paths (tensor-core attention, page tables kept on the device, CUDA
+// graphs, sampling on the device) each replace a reference path that computes the same function,
+// and `ctest -L gpu` compares every one with its reference. They are on by default only once
+// that suite has passed on the target GPU (tests/gpu/RESULTS.md says when); until then a caller
+// turns them on (gistmem-server --cuda_fast_paths, gistmem-gpu-bench does by default).
+inline constexpr bool kCudaFastPathsByDefault = false;
+
 struct EngineOptions {
   std::string device = "cpu";                // a name from EngineNames()
   int num_threads = 0;                       // CPU: attention threads (0: one per hardware thread)
@@ -72,11 +79,23 @@ struct EngineOptions {
   // CUDA: keep each sequence's page tables and per-slot arrays on the device between steps,
   // copying only what changed. Off: re-send them whole every step (the reference path the
   // tests compare against, bit for bit).
-  bool cuda_kv_mirrors = true;
+  bool cuda_kv_mirrors = kCudaFastPathsByDefault;
   // CUDA: run small steps (decode) as CUDA graphs replayed per shape. Off: launch every kernel
   // of every step (the reference path, bit for bit the same results).
-  bool cuda_graphs = true;
+  bool cuda_graphs = kCudaFastPathsByDefault;
+  // CUDA: ForwardSample samples on the device (only tokens come back, sequences without a
+  // request skip the LM head). Off: logits to the host and the CPU sampler (Engine's default).
+  bool cuda_device_sampling = kCudaFastPathsByDefault;
+  // CUDA: tensor-core attention where head_dim allows (a multiple of 16, at most 128). Off: the
+  // CUDA-core kernel, fp32 products (the process-wide GISTMEM_ATTENTION_KERNEL overrides both).
+  bool cuda_tensor_core_attention = kCudaFastPathsByDefault;
 };
+
+// Every CUDA fast path of `options` on or off at once.
+inline void SetCudaFastPaths(EngineOptions& options, bool on) {
+  options.cuda_kv_mirrors = options.cuda_graphs = options.cuda_device_sampling =
+      options.cuda_tensor_core_attention = on;
+}
 
 class Engine {
  public:

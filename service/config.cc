@@ -39,6 +39,10 @@ ABSL_FLAG(int64_t, kv_pool_bytes, int64_t{8} << 30,
           "Bytes of the engine's KV page pool: every session's and document's pages, live or "
           "idle; a step that finds no room fails alone with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int32_t, kv_block_size, 16, "KV entries per page of the pool");
+ABSL_FLAG(bool, cuda_fast_paths, gistmem::model::kCudaFastPathsByDefault,
+          "CUDA: tensor-core attention, page tables kept on the GPU, CUDA graphs for decode "
+          "steps and sampling on the GPU; off: their reference paths, which compute the same "
+          "function (on by default once the GPU suite has passed on the target GPU)");
 ABSL_FLAG(int, threads, 0, "Threads of the CPU forward pass; 0 = every core");
 ABSL_FLAG(int, workers, 8, "Threads for store I/O, commits and unary calls");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
@@ -185,6 +189,7 @@ absl::StatusOr<ServerConfig> ConfigFromFlags() {
   config.device = absl::GetFlag(FLAGS_device);
   config.kv_pool_bytes = absl::GetFlag(FLAGS_kv_pool_bytes);
   config.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+  config.cuda_fast_paths = absl::GetFlag(FLAGS_cuda_fast_paths);
   config.worker_threads = absl::GetFlag(FLAGS_workers);
   config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   Limits& limits = config.limits;

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "model/engine.h"
 #include "service/policy_resolver.h"
 
 namespace gistmem::service {
@@ -89,6 +90,8 @@ struct ServerConfig {
   std::string device = "cpu";
   int64_t kv_pool_bytes = int64_t{8} << 30;
   int32_t kv_block_size = 16;
+  // The CUDA engine's fast paths (model::EngineOptions, model::SetCudaFastPaths).
+  bool cuda_fast_paths = model::kCudaFastPathsByDefault;
   int compute_threads = 0;  // 0: every core
   int worker_threads = 8;   // store I/O, commits and unary calls
   absl::Duration shutdown_grace = absl::Seconds(10);

@@ -55,11 +55,13 @@ absl::Status Server::Init() {
       spdlog::info("--device auto: {} ({})", choice.device, choice.why);
       device = choice.device;
     }
+    model::EngineOptions engine_options{.device = device,
+                                        .num_threads = config_.compute_threads,
+                                        .kv_pool_bytes = config_.kv_pool_bytes,
+                                        .block_size = config_.kv_block_size};
+    model::SetCudaFastPaths(engine_options, config_.cuda_fast_paths);
     absl::StatusOr<std::unique_ptr<model::Engine>> engine =
-        model::LoadEngine(config_.model_dir, {.device = device,
-                                              .num_threads = config_.compute_threads,
-                                              .kv_pool_bytes = config_.kv_pool_bytes,
-                                              .block_size = config_.kv_block_size});
+        model::LoadEngine(config_.model_dir, engine_options);
     if (!engine.ok()) return engine.status();
     engine_ = *std::move(engine);
     tokenizer_ = std::make_unique<model::Tokenizer>(

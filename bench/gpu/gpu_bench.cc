@@ -70,6 +70,9 @@ ABSL_FLAG(int, prefill_reps, 3, "timed prefills (after an untimed 2048-token one
 ABSL_FLAG(double, prefill_time_s, 15, "no further timed prefill of a policy after this long");
 ABSL_FLAG(double, hbm_tb_s, 0, "HBM read rate for the floors (0: no floors)");
 ABSL_FLAG(double, budget_s, 300, "start no row after this many seconds");
+ABSL_FLAG(bool, cuda_fast_paths, true,
+          "the CUDA engine's fast paths (model::SetCudaFastPaths): tensor-core attention, "
+          "mirrored page tables, CUDA graphs, device sampling; false: the reference paths");
 ABSL_FLAG(std::string, attention_kernel, "auto",
           "attention-alone timings: auto (as the engine) | tensor_cores | cuda_cores");
 
@@ -497,11 +500,13 @@ void CopyRate() {
 
 int Main() {
   const auto load_start = Clock::now();
-  absl::StatusOr<std::unique_ptr<model::Engine>> engine = model::LoadEngine(
-      absl::GetFlag(FLAGS_model),
-      {.device = absl::GetFlag(FLAGS_device),
-       .kv_pool_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_pool_gib) * (1 << 30)),
-       .block_size = absl::GetFlag(FLAGS_block_size)});
+  model::EngineOptions options{
+      .device = absl::GetFlag(FLAGS_device),
+      .kv_pool_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_pool_gib) * (1 << 30)),
+      .block_size = absl::GetFlag(FLAGS_block_size)};
+  model::SetCudaFastPaths(options, absl::GetFlag(FLAGS_cuda_fast_paths));
+  absl::StatusOr<std::unique_ptr<model::Engine>> engine =
+      model::LoadEngine(absl::GetFlag(FLAGS_model), options);
   if (!engine.ok()) {
     Emit(Error("load", engine.status()));
     return 1;
@@ -515,6 +520,10 @@ int Main() {
         {"dir", absl::GetFlag(FLAGS_model)},
         {"gpu", prop.name},
         {"engine", (*engine)->device()},
+        {"cuda_fast_paths", absl::GetFlag(FLAGS_cuda_fast_paths)},
+        {"attention_kernel_env", std::getenv("GISTMEM_ATTENTION_KERNEL") != nullptr
+                                     ? std::getenv("GISTMEM_ATTENTION_KERNEL")
+                                     : ""},
         {"load_s", std::chrono::duration<double>(Clock::now() - load_start).count()},
         {"layers", m.config->num_layers},
         {"hidden", m.config->hidden_size},

@@ -68,7 +68,8 @@ class CudaEngineSampleTest : public ::testing::Test {
   static void SetUpTestSuite() {
     if (SkipWithoutGpu()) return;
     cpu_ = model::LoadCpu(TinyModel(), 4, kBlock).release();
-    gpu_ = LoadGpu(TinyModel()).release();
+    // The device path under test, whatever the defaults are.
+    gpu_ = LoadGpu(TinyModel(), int64_t{256} << 20, /*fast_paths=*/true).release();
   }
   static void TearDownTestSuite() {
     delete gpu_;

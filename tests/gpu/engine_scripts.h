@@ -34,10 +34,14 @@ inline std::filesystem::path TinyModel() {
   return testing::SourceRoot() / "models/gistmem-16k";
 }
 
+// fast_paths: model::SetCudaFastPaths (GISTMEM_CUDA_FAST_PATHS, when set, overrides it).
 inline std::unique_ptr<model::Engine> LoadGpu(const std::filesystem::path& dir,
-                                              int64_t kv_pool_bytes = int64_t{256} << 20) {
-  absl::StatusOr<std::unique_ptr<model::Engine>> engine = model::LoadEngine(
-      dir, {.device = "cuda", .kv_pool_bytes = kv_pool_bytes, .block_size = kBlock});
+                                              int64_t kv_pool_bytes = int64_t{256} << 20,
+                                              bool fast_paths = model::kCudaFastPathsByDefault) {
+  model::EngineOptions options{
+      .device = "cuda", .kv_pool_bytes = kv_pool_bytes, .block_size = kBlock};
+  model::SetCudaFastPaths(options, fast_paths);
+  absl::StatusOr<std::unique_ptr<model::Engine>> engine = model::LoadEngine(dir, options);
   EXPECT_TRUE(engine.ok()) << engine.status();
   return engine.ok() ? *std::move(engine) : nullptr;
 }

@@ -4,7 +4,7 @@
 #   bash tests/gpu/run-all.sh [BUNDLE_DIR]      (default .gpu/tests: bundle.tar.xz from
 #                                                tests/gpu/bundle.sh)
 # Needs: the NVIDIA driver, cuBLASLt 13 (PyTorch's copy is found), python3 (to unpack).
-# Never hangs: every command has a timeout and the whole run a budget (RUN_ALL_BUDGET_S, 280 s).
+# Never hangs: every command has a timeout and the whole run a budget (RUN_ALL_BUDGET_S, 560 s).
 # No timing assertions: the GPU may be busy with other work. Exit status 0 only if every test
 # binary passed and the sanitizers found nothing.
 # For a short device call: RUN_ALL_SKIP (a regex of binary names not to run, reported SKIP)
@@ -13,7 +13,7 @@ set -u
 bundle=${1:-.gpu/tests}
 out=${OUT:-/tmp/gistmem-gpu-out}
 mkdir -p "$out"
-budget=${RUN_ALL_BUDGET_S:-420}
+budget=${RUN_ALL_BUDGET_S:-560}
 start=$SECONDS
 dir=$(mktemp -d /tmp/gistmem-gpu.XXXXXX)
 python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" \
@@ -83,19 +83,33 @@ for bin in "$dir"/tests/*_test; do
   grep -E '^\[  FAILED  \] [A-Za-z]' <<<"$section" | sed -E 's/ \([0-9]+ ms\)$//; s/, where GetParam.*//' |
     sort -u | head -6 | sed 's/^\[  FAILED  \]/          failed:/' | tee -a "$summary"
 done
-# The engine tests again on the CUDA-core attention kernel (the exact-fp32 path; the default is
-# the tensor-core kernel where head_dim allows): tells a kernel's error from the engine's.
-for name in cuda_transformer_test cuda_engine_test; do
-  [ -x "$dir/tests/$name" ] || continue
-  GISTMEM_ATTENTION_KERNEL=cuda_cores run "${limit[$name]}" "$tests_log" "$name/cuda_cores" \
-    env GISTMEM_ATTENTION_KERNEL=cuda_cores "$dir/tests/$name"
+# Variants: the engine-level tests again with every CUDA fast path on (their default is
+# model::kCudaFastPathsByDefault), the transformer test on the CUDA-core kernel (its default is
+# the tensor-core one where head_dim allows), and the graph and mirror comparisons (each
+# compares its own fast path with its reference) under the tensor-core kernel.
+variant() {  # variant VAR=VALUE NAME
+  local setting=$1 name=$2 rc section worst status
+  [ -x "$dir/tests/$name" ] || return 0
+  if [ -n "${RUN_ALL_SKIP:-}" ] && [[ $name =~ ${RUN_ALL_SKIP} ]]; then return 0; fi
+  run "${limit[$name]:-45}" "$tests_log" "$name/$setting" env "$setting" "$dir/tests/$name"
   rc=$last_rc
-  section=$(awk -v n="===== $name/cuda_cores (" 'index($0, n) == 1 {on = 1; next} on && /^===== / {on = 0} on' \
+  section=$(awk -v n="===== $name/$setting (" 'index($0, n) == 1 {on = 1; next} on && /^===== / {on = 0} on' \
     "$tests_log")
   worst=$(grep -oE 'max row-relative error [0-9.e+-]+' <<<"$section" | awk '{print $4}' | sort -g | tail -1)
   status=PASS
   if ((rc != 0)); then status=FAIL; failures=$((failures + 1)); fi
-  say "$(printf '%-7s %-30s %4ss%s' "$status" "$name/cuda_cores" "$last_s" "${worst:+, worst row-relative logit error $worst}")"
+  ((rc == 124 || rc == 137)) && status=TIMEOUT
+  ((rc == 125)) && status=SKIP
+  say "$(printf '%-7s %-58s %4ss%s' "$status" "$name/$setting" "$last_s" "${worst:+, worst row-relative logit error $worst}")"
+  grep -E '^\[  FAILED  \] [A-Za-z]' <<<"$section" | sed -E 's/ \([0-9]+ ms\)$//' | sort -u | head -6 |
+    sed 's/^\[  FAILED  \]/          failed:/' | tee -a "$summary"
+}
+for name in cuda_engine_test cuda_policy_reference_test cuda_shipped_gist_test cuda_side_by_side_test; do
+  variant GISTMEM_CUDA_FAST_PATHS=1 "$name"
+done
+variant GISTMEM_ATTENTION_KERNEL=cuda_cores cuda_transformer_test
+for name in cuda_graph_test cuda_kv_mirror_test; do
+  variant GISTMEM_ATTENTION_KERNEL=tensor_cores "$name"
 done
 # Which instructions the attention kernels use (tensor cores: HMMA, ldmatrix: LDSM, cp.async: LDGSTS).
 if command -v cuobjdump >/dev/null && [ -x "$dir/tests/cuda_paged_attention_test" ]; then

@@ -28,6 +28,9 @@ summary=$OUT/summary.txt
 say() { echo "$*" | tee -a "$summary"; }
 say "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
 say "   cuBLASLt from ${CB:-NOT FOUND}"
+# GISTMEM_CUDA_FAST_PATHS=1 (inherited by every server and engine here) runs the whole suite on
+# the CUDA fast paths; unset, on the engine's defaults (model::kCudaFastPathsByDefault).
+say "   GISTMEM_CUDA_FAST_PATHS=${GISTMEM_CUDA_FAST_PATHS:-unset: the engine defaults}"
 
 # Python with grpcio and protobuf: the one on PATH, else torch's venv.
 PY=""

@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <numeric>
@@ -72,6 +73,27 @@ TEST(EngineTest, CudaLoadsOrSaysWhyNot) {
     EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
     EXPECT_THAT(engine.status().message(), HasSubstr("--device cpu"));
   }
+}
+
+// The fast paths go on and off together, and the process-wide override is checked before
+// anything loads: a misspelt GISTMEM_CUDA_FAST_PATHS never silently runs the other path.
+TEST(EngineTest, CudaFastPathsSwitchTogetherAndTheOverrideIsChecked) {
+  EngineOptions options;
+  EXPECT_EQ(options.cuda_graphs, kCudaFastPathsByDefault);
+  SetCudaFastPaths(options, true);
+  EXPECT_TRUE(options.cuda_kv_mirrors && options.cuda_graphs && options.cuda_device_sampling &&
+              options.cuda_tensor_core_attention);
+  SetCudaFastPaths(options, false);
+  EXPECT_FALSE(options.cuda_kv_mirrors || options.cuda_graphs || options.cuda_device_sampling ||
+               options.cuda_tensor_core_attention);
+
+  ASSERT_EQ(setenv("GISTMEM_CUDA_FAST_PATHS", "yes", 1), 0);
+  const absl::StatusOr<std::unique_ptr<Engine>> engine =
+      LoadEngine(kModel, {.device = "cuda", .kv_pool_bytes = int64_t{16} << 20});
+  unsetenv("GISTMEM_CUDA_FAST_PATHS");
+  if (engine.status().code() == absl::StatusCode::kUnimplemented) GTEST_SKIP() << "no CUDA build";
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument) << engine.status();
+  EXPECT_THAT(engine.status().message(), HasSubstr("GISTMEM_CUDA_FAST_PATHS"));
 }
 
 TEST(EngineTest, AnUnknownDeviceIsRejectedListingTheNames) {

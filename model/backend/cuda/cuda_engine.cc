@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <charconv>
+#include <cstdlib>
 #include <exception>
 #include <limits>
 #include <mutex>
@@ -41,7 +42,8 @@ class CudaEngine final : public model::Engine {
         storage_(storage.get()),
         pool_(std::move(storage)),
         device_(device),
-        stream_(transformer_->stream()) {
+        stream_(transformer_->stream()),
+        device_sampling_(options.cuda_device_sampling) {
     if (options.cuda_kv_mirrors) {
       mirrors_ = std::make_unique<DeviceKvMirrors>(pool_.layout().block_size);
     }
@@ -82,6 +84,7 @@ class CudaEngine final : public model::Engine {
   absl::StatusOr<std::vector<int32_t>> ForwardSample(
       std::span<const SequenceStep> steps,
       std::span<const model::TokenRequest* const> requests) override {
+    if (!device_sampling_) return Engine::ForwardSample(steps, requests);
     GISTMEM_RETURN_IF_ERROR(model::CheckTokenRequests(steps, requests));
     std::vector<int32_t> tokens(steps.size(), model::kNoToken);
     GISTMEM_RETURN_IF_ERROR(RunStep(
@@ -314,7 +317,8 @@ class CudaEngine final : public model::Engine {
   DevicePageStorage* storage_;  // owned by pool_
   memory::BlockPool pool_;
   int device_;
-  cudaStream_t stream_;  // the transformer's: uploads, the step and sampling, in order
+  cudaStream_t stream_;   // the transformer's: uploads, the step and sampling, in order
+  bool device_sampling_;  // false: ForwardSample is Engine's (logits to the host, CPU sampler)
   std::mutex mutex_;
   std::unique_ptr<DeviceKvMirrors> mirrors_;  // null: the reference path (kv_arrays_)
   DeviceBuffer kv_arrays_;  // int32: every segment's page table and per-slot arrays
@@ -343,7 +347,18 @@ std::optional<CudaEngineStats> CudaStatsOf(model::Engine& engine) {
 }
 
 absl::StatusOr<std::unique_ptr<model::Engine>> LoadCudaEngine(
-    const std::filesystem::path& model_dir, const model::EngineOptions& options) {
+    const std::filesystem::path& model_dir, const model::EngineOptions& requested) {
+  // GISTMEM_CUDA_FAST_PATHS=0|1 overrides the caller's fast-path choices for the whole process:
+  // A/B runs of a test suite or a service without a flag in every tool.
+  model::EngineOptions options = requested;
+  if (const char* forced = std::getenv("GISTMEM_CUDA_FAST_PATHS")) {
+    const std::string_view value = forced;
+    if (value != "0" && value != "1") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("GISTMEM_CUDA_FAST_PATHS is \"", std::string(value), "\": say 0 or 1"));
+    }
+    model::SetCudaFastPaths(options, value == "1");
+  }
   absl::StatusOr<int> device = ParseDeviceIndex(options.device);
   if (!device.ok()) return device.status();
   if (options.block_size < 1 || options.kv_pool_bytes < 1) {
@@ -362,7 +377,9 @@ absl::StatusOr<std::unique_ptr<model::Engine>> LoadCudaEngine(
   GISTMEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(*device));
   absl::StatusOr<std::unique_ptr<CudaTransformer>> transformer;
   try {
-    transformer = CudaTransformer::Load(model_dir);
+    transformer = CudaTransformer::Load(
+        model_dir, {.kernel = options.cuda_tensor_core_attention ? AttentionKernel::kAuto
+                                                                 : AttentionKernel::kCudaCores});
   } catch (const std::exception& error) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot load ", model_dir.string(), ": ", error.what()));

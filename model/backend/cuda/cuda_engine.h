@@ -8,8 +8,11 @@
 // tables and per-slot arrays on the device and copies only what changed before a step
 // (DeviceKvMirrors), runs one CudaTransformer step over all sequences (small steps as CUDA
 // graphs), and for ForwardSample picks the tokens on the device (DeviceSampler): only int32
-// tokens come back. EngineOptions::cuda_kv_mirrors / cuda_graphs turn the first two off (the
-// reference paths).
+// tokens come back. Each of these fast paths, and tensor-core attention, is an EngineOptions
+// switch (model::kCudaFastPathsByDefault says whether they start on); off, the engine runs the
+// reference path it replaces (whole tables re-sent, every kernel launched, logits to the host
+// and the CPU sampler, CUDA-core attention). GISTMEM_CUDA_FAST_PATHS=0|1 overrides all four
+// for the process; GISTMEM_ATTENTION_KERNEL the attention kernel alone.
 //
 // Errors: INVALID_ARGUMENT for malformed steps (nothing written), RESOURCE_EXHAUSTED when device
 // memory runs out, INTERNAL for a CUDA failure (the rows' slots then hold garbage). Loading:
@@ -28,7 +31,8 @@
 
 namespace gistmem::cuda {
 
-// options.device is "cuda" (device 0) or "cuda:N".
+// options.device is "cuda" (device 0) or "cuda:N". INVALID_ARGUMENT also for a
+// GISTMEM_CUDA_FAST_PATHS other than 0 or 1.
 absl::StatusOr<std::unique_ptr<model::Engine>> LoadCudaEngine(
     const std::filesystem::path& model_dir, const model::EngineOptions& options);
 

@@ -78,12 +78,12 @@ absl::StatusOr<AttentionKernel> ParseAttentionKernel(std::string_view name) {
 }
 
 absl::StatusOr<std::unique_ptr<PagedAttention>> PagedAttention::Create(AttentionOptions options) {
-  if (options.kernel == AttentionKernel::kAuto) {
-    if (const char* forced = std::getenv("GISTMEM_ATTENTION_KERNEL")) {
-      absl::StatusOr<AttentionKernel> kernel = ParseAttentionKernel(forced);
-      if (!kernel.ok()) return kernel.status();
-      options.kernel = *kernel;
-    }
+  // The process-wide override wins over the caller's choice: A/B runs of a whole engine or
+  // service without a rebuild or a flag in every tool.
+  if (const char* forced = std::getenv("GISTMEM_ATTENTION_KERNEL")) {
+    absl::StatusOr<AttentionKernel> kernel = ParseAttentionKernel(forced);
+    if (!kernel.ok()) return kernel.status();
+    options.kernel = *kernel;
   }
   int device = 0, multiprocessors = 0;
   GISTMEM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));

@@ -71,8 +71,8 @@ struct AttentionInputs {
 
 enum class AttentionKernel {
   // Tensor cores when head_dim % 16 == 0 (and <= 128), else CUDA cores. The environment
-  // variable GISTMEM_ATTENTION_KERNEL (auto | tensor_cores | cuda_cores), read by Create, can
-  // force either for a whole process (A/B runs of the engine without a rebuild).
+  // variable GISTMEM_ATTENTION_KERNEL (auto | tensor_cores | cuda_cores), read by Create,
+  // overrides any choice for a whole process (A/B runs of the engine without a rebuild).
   kAuto,
   kTensorCores,  // Plan fails (UNIMPLEMENTED) when head_dim % 16 != 0
   kCudaCores,
