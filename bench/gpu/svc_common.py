@@ -78,8 +78,12 @@ class Server:
     """gistmem-server with --listen 127.0.0.1:0; stdout and stderr go to `log` (appended)."""
 
     def __init__(self, binary, model, device, db, flags, log, name, start_timeout=600):
+        # The engine's fast paths, as gistmem-gpu-bench measures them (SVC_CUDA_FAST_PATHS=false:
+        # the reference paths); a CPU server ignores the flag.
+        fast = os.environ.get("SVC_CUDA_FAST_PATHS", "true")
         self.command = [binary, "--device", device, "--model", str(model), "--db", str(db),
-                        "--listen", "127.0.0.1:0", "--metrics_listen", "127.0.0.1:0", *flags]
+                        "--listen", "127.0.0.1:0", "--metrics_listen", "127.0.0.1:0",
+                        f"--cuda_fast_paths={fast}", *flags]
         self.log = open(log, "a")
         self.log.write(f"\n##### {name}: {' '.join(self.command)}\n")
         self.log.flush()
