@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <random>
@@ -240,6 +241,36 @@ TEST(WeightedSum, AttentionMatchesNaiveAttentionOverSelectedStridedRows) {
     for (size_t j = 0; j < rows.size(); ++j)
       expected += scores[j] / sum * values[rows[j] * stride + head_offset + d];
     EXPECT_NEAR(out[d], expected, 1e-5);
+  }
+}
+
+// The query heads of one KV head summed in one pass over the rows: each head's result is bit
+// for bit the plain in-order float sum of that head alone (what WeightedSum gives it).
+TEST(WeightedSum, SeveralHeadsInOnePassEqualEachHeadAlone) {
+  std::mt19937 rng(11);
+  const int64_t dim = 20, entries = 37, heads = 3;
+  const std::vector<float> rows_data = Random(entries * dim, rng);
+  std::vector<const float*> rows;
+  for (int64_t j = 0; j < entries; ++j)
+    rows.push_back(rows_data.data() + j * dim);
+  std::vector<std::vector<float>> weights, outs(heads, std::vector<float>(dim, 7.f));
+  std::vector<const float*> weight_rows;
+  std::vector<float*> out_rows;
+  for (int64_t g = 0; g < heads; ++g) {
+    weights.push_back(Random(entries, rng));
+    weight_rows.push_back(weights.back().data());
+    out_rows.push_back(outs[g].data());
+  }
+  WeightedSums(weight_rows, rows, dim, out_rows);
+  for (int64_t g = 0; g < heads; ++g) {
+    std::vector<float> alone(dim), plain(dim, 0.f);
+    WeightedSum(weights[g], rows, dim, alone.data());
+    for (int64_t j = 0; j < entries; ++j) {
+      for (int64_t d = 0; d < dim; ++d)
+        plain[d] += weights[g][j] * rows[j][d];
+    }
+    EXPECT_EQ(std::memcmp(outs[g].data(), alone.data(), dim * sizeof(float)), 0) << g;
+    EXPECT_EQ(std::memcmp(outs[g].data(), plain.data(), dim * sizeof(float)), 0) << g;
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -239,79 +240,97 @@ void CpuTransformer::RunLayer(const CpuLayerWeights& w, int64_t layer_index, con
 
 void CpuTransformer::Attention(const Batch& batch, const float* q, float* out) {
   const int64_t heads = config_.num_heads, head_dim = config_.head_dim;
-  const int64_t group = heads / config_.num_kv_heads;
+  const int64_t kv_heads = config_.num_kv_heads, group = heads / kv_heads;
   const int64_t q_dim = config_.q_dim();
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
   const int64_t rows = batch.rows();
   const memory::PageLayout& layout = pages_->layout();
-  // One task per (head, row); consecutive tasks share a head, so its keys stay in cache.
-  pool_.ParallelFor(heads * rows, [&](int64_t task) {
-    const int64_t head = task / rows, row = task % rows;
+  // One task per (KV head, row): the query heads of a KV head see the same slots (visibility
+  // depends on the row alone), so each key and value row is read once for all of them, not
+  // once per query head. Consecutive tasks share a KV head, so its keys stay in cache. Every
+  // head's scores, softmax and sum are computed as for that head alone (Dot, Softmax,
+  // WeightedSums; cpu_ops_test checks them against naive attention).
+  pool_.ParallelFor(kv_heads * rows, [&](int64_t task) {
+    const int64_t kv_head = task / rows, row = task % rows;
     const size_t c = batch.SequenceOf(row);
     const int64_t query_position = batch.positions[row], clock = batch.clocks[row];
-    const int64_t kv_offset = (head / group) * head_dim;  // grouped-query attention
-    const float* query = q + row * q_dim + head * head_dim;
-    // Scores and value rows of the visible slots, written by index into buffers that only grow
-    // (no per-slot push_back: the slot walk is the hot loop of long sessions).
+    const int64_t kv_offset = kv_head * head_dim;
+    const float* query = q + row * q_dim + kv_head * group * head_dim;  // the group's heads
+    // Scores (per head) and value rows of the visible slots, written by index into buffers
+    // that only grow (no per-slot push_back: the slot walk is the hot loop of long sessions).
     thread_local std::vector<const float*> values;
     thread_local std::vector<float> rotated, weights;
     size_t slots = 0;
     for (size_t v = batch.view_offsets[c]; v < batch.view_offsets[c + 1]; ++v)
       slots += static_cast<size_t>(batch.views[v].num_slots);
-    if (weights.size() < slots) {
-      weights.resize(slots);
-      values.resize(slots);
-    }
+    if (values.size() < slots) values.resize(slots);
+    if (weights.size() < slots * group) weights.resize(slots * group);
     size_t n = 0;
-    rotated.resize((batch.view_offsets[c + 1] - batch.view_offsets[c]) * head_dim);
+    rotated.resize((batch.view_offsets[c + 1] - batch.view_offsets[c]) * group * head_dim);
     // Segments in their fixed order (pinned, window, documents), slots in order: the sum runs
-    // in the same order for a live session and for one restored from the store. Scores are
-    // formed as they are gathered (Dot, Softmax, WeightedSum, as cpu_ops_test checks).
+    // in the same order for a live session and for one restored from the store.
     for (size_t v = batch.view_offsets[c]; v < batch.view_offsets[c + 1]; ++v) {
       const memory::KvSegmentView& view = batch.views[v];
       const std::vector<const float*>& key_rows = batch.key_rows[v];
       const std::vector<const float*>& value_rows = batch.value_rows[v];
       const float* segment_query = query;
       if (view.shared && view.num_slots > 0) {
-        // An attached document: every entry is visible; the query is rotated back by the
+        // An attached document: every entry is visible; the queries are rotated back by the
         // segment's offset so the relative rotation is what it was at its own positions.
-        float* shifted = rotated.data() + (v - batch.view_offsets[c]) * head_dim;
-        std::copy_n(query, head_dim, shifted);
+        float* shifted = rotated.data() + (v - batch.view_offsets[c]) * group * head_dim;
+        std::copy_n(query, group * head_dim, shifted);
         const int64_t back[] = {-view.rope_offset};
-        ApplyRope(shifted, back, 1, head_dim, inv_freq_);
+        ApplyRope(shifted, back, group, head_dim, inv_freq_);
         segment_query = shifted;
       }
       // Page by page: a page's K (and V) rows of this layer are contiguous, kv_dim apart, and
-      // so are consecutive pages of one chunk (memory/block_pool.h), which the hardware
-      // prefetcher follows. A next page elsewhere (another chunk, a page taken out of order)
-      // is asked for while this one is scored.
+      // so are consecutive pages of one chunk (memory/block_pool.h). The key row a few ahead is
+      // asked for while this one is scored: the products wait on memory, not arithmetic, at
+      // long contexts (measured: full 32K turn 1.9x slower without, bench/RESULTS.md).
       const int32_t block = layout.block_size;
       const int64_t kv_dim = layout.kv_dim, run = int64_t{block} * kv_dim;
+      constexpr int32_t kAhead = 8;
       for (int32_t first = 0, p = 0; first < view.num_slots; first += block, ++p) {
         const float* keys = key_rows[p] + kv_offset;
         const float* page_values = value_rows[p] + kv_offset;
         const int32_t end = std::min(view.num_slots, first + block);
-        if (first + block < view.num_slots && key_rows[p + 1] != key_rows[p] + run) {
-          for (int32_t s = 0; s < block; ++s) {
-            __builtin_prefetch(key_rows[p + 1] + kv_offset + int64_t{s} * kv_dim);
-            __builtin_prefetch(value_rows[p + 1] + kv_offset + int64_t{s} * kv_dim);
-          }
-        }
+        const bool next_contiguous =
+            first + block >= view.num_slots || key_rows[p + 1] == key_rows[p] + run;
+        // Addresses as integers: the row ahead may lie past the segment (a prefetch of it is
+        // harmless; forming such a pointer would not be).
+        const uintptr_t here = reinterpret_cast<uintptr_t>(keys);
+        const uintptr_t there = next_contiguous
+                                    ? here + run * sizeof(float)
+                                    : reinterpret_cast<uintptr_t>(key_rows[p + 1] + kv_offset);
         for (int32_t i = first; i < end; ++i) {
+          const int32_t ahead = i - first + kAhead;
+          const uintptr_t ahead_row =
+              ahead < block ? here + uintptr_t(ahead) * kv_dim * sizeof(float)
+                            : there + uintptr_t(ahead - block) * kv_dim * sizeof(float);
+          for (int64_t line = 0; line < head_dim; line += 16)
+            __builtin_prefetch(reinterpret_cast<const void*>(ahead_row + line * sizeof(float)));
           if (!view.shared) {
             if (!mask_.Visible(query_position, view.positions[i])) continue;
             if (clock < view.visible_from[i] || clock > view.visible_until[i]) continue;
           }
-          const int64_t row_offset = int64_t{i - first} * kv_dim;
-          weights[n] = Dot(segment_query, keys + row_offset, head_dim) * scale;
-          values[n] = page_values + row_offset;
+          const float* key = keys + int64_t{i - first} * kv_dim;
+          for (int64_t g = 0; g < group; ++g)
+            weights[g * slots + n] = Dot(segment_query + g * head_dim, key, head_dim) * scale;
+          values[n] = page_values + int64_t{i - first} * kv_dim;
           ++n;
         }
       }
     }
-    Softmax(weights.data(), static_cast<int64_t>(n));
-    WeightedSum(std::span(weights.data(), n), std::span(values.data(), n), head_dim,
-                out + row * q_dim + head * head_dim);
+    thread_local std::vector<const float*> head_weights;
+    thread_local std::vector<float*> head_outs;
+    head_weights.resize(group);
+    head_outs.resize(group);
+    for (int64_t g = 0; g < group; ++g) {
+      Softmax(weights.data() + g * slots, static_cast<int64_t>(n));
+      head_weights[g] = weights.data() + g * slots;
+      head_outs[g] = out + row * q_dim + (kv_head * group + g) * head_dim;
+    }
+    WeightedSums(head_weights, std::span(values.data(), n), head_dim, head_outs);
   });
 }
 

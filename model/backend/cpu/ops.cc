@@ -107,10 +107,17 @@ float Dot(const float* a, const float* b, int64_t count) {
 
 void WeightedSum(std::span<const float> weights, std::span<const float* const> rows, int64_t dim,
                  float* out) {
-  // Accumulate in a local buffer the compiler may keep vectorised (out could alias a row).
+  const float* const weight_rows[] = {weights.data()};
+  float* const outs[] = {out};
+  WeightedSums(weight_rows, rows, dim, outs);
+}
+
+void WeightedSums(std::span<const float* const> weights, std::span<const float* const> rows,
+                  int64_t dim, std::span<float* const> outs) {
+  // Accumulate in a local buffer the compiler may keep vectorised (an out could alias a row).
   thread_local std::vector<float> sum;
-  sum.assign(static_cast<size_t>(dim), 0.f);
-  float* __restrict acc = sum.data();
+  const int64_t heads = static_cast<int64_t>(weights.size());
+  sum.assign(static_cast<size_t>(heads * dim), 0.f);
   constexpr size_t kAhead = 16;  // rows are scattered over pages: fetch a few ahead
   const int64_t lines = (dim * static_cast<int64_t>(sizeof(float)) + 63) / 64;
   for (size_t j = 0; j < rows.size(); ++j) {
@@ -118,12 +125,16 @@ void WeightedSum(std::span<const float> weights, std::span<const float* const> r
       for (int64_t line = 0; line < lines; ++line)
         __builtin_prefetch(rows[j + kAhead] + line * 16);
     }
-    const float weight = weights[j];
     const float* __restrict row = rows[j];
-    for (int64_t d = 0; d < dim; ++d)
-      acc[d] += weight * row[d];
+    for (int64_t g = 0; g < heads; ++g) {
+      const float weight = weights[g][j];
+      float* __restrict acc = sum.data() + g * dim;
+      for (int64_t d = 0; d < dim; ++d)
+        acc[d] += weight * row[d];
+    }
   }
-  std::copy_n(acc, dim, out);
+  for (int64_t g = 0; g < heads; ++g)
+    std::copy_n(sum.data() + g * dim, dim, outs[g]);
 }
 
 }  // namespace gistmem::model

@@ -34,4 +34,10 @@ float Dot(const float* a, const float* b, int64_t count);
 void WeightedSum(std::span<const float> weights, std::span<const float* const> rows, int64_t dim,
                  float* out);
 
+// WeightedSum for several heads over the same rows (the query heads of one KV head):
+// outs[g] = sum_j weights[g][j] * rows[j], each bit for bit what WeightedSum gives that head
+// alone, with each row read once for all of them. weights[g] has rows.size() entries.
+void WeightedSums(std::span<const float* const> weights, std::span<const float* const> rows,
+                  int64_t dim, std::span<float* const> outs);
+
 }  // namespace gistmem::model
