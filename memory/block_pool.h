@@ -104,13 +104,16 @@ class BlockPool {
   absl::StatusOr<int32_t> Allocate();
   // One more holder of a page in use.
   void Retain(int32_t page);
-  // One holder fewer; at zero the page is free, and a chunk with no page in use is unmapped.
+  // One holder fewer; at zero the page is free, and a chunk with no page in use is unmapped,
+  // except one such chunk (the lowest) kept mapped as a spare. A freed page keeps its rows
+  // until it is written again; only a newly mapped chunk starts zeroed.
   void Release(int32_t page);
   int32_t RefCount(int32_t page) const;
 
   int64_t pages_in_use() const;
   int64_t bytes_in_use() const { return pages_in_use() * layout().page_bytes(); }
-  // Bytes of the chunks currently mapped (what the tier really holds).
+  // Bytes of the chunks currently mapped (what the tier really holds: the chunks with pages in
+  // use, and at most one spare).
   int64_t bytes_mapped() const;
   int64_t budget_bytes() const { return int64_t{storage_->max_pages()} * layout().page_bytes(); }
 
@@ -122,6 +125,7 @@ class BlockPool {
   std::set<int32_t> free_ ABSL_GUARDED_BY(mutex_);              // free pages of mapped chunks
   int64_t pages_in_use_ ABSL_GUARDED_BY(mutex_) = 0;
   int32_t chunks_mapped_ ABSL_GUARDED_BY(mutex_) = 0;
+  int32_t spare_chunk_ ABSL_GUARDED_BY(mutex_) = -1;  // mapped, no page in use; -1: none
 };
 
 }  // namespace gistmem::memory

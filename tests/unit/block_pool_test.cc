@@ -103,32 +103,50 @@ TEST(BlockPoolTest, ChunksAreMappedAsNeededAndUnmappedWhenEmpty) {
   const int64_t chunk_bytes = 4 * kBigPages.page_bytes();
   EXPECT_EQ(pool.bytes_mapped(), 0);
   std::vector<int32_t> pages;
-  for (int32_t i = 0; i < 5; ++i)
+  for (int32_t i = 0; i < 10; ++i)
     pages.push_back(MustAllocate(pool));
-  EXPECT_EQ(pool.bytes_mapped(), 2 * chunk_bytes);
+  EXPECT_EQ(pool.bytes_mapped(), 3 * chunk_bytes);
 
-  // Rows written into page 4 (the second chunk's only page in use) ...
-  const SlotRef slot{.page = 4, .slot = 5};
+  // Rows written into page 9 (the last chunk) ...
+  const SlotRef slot{.page = 9, .slot = 5};
   const std::vector<float> sevens(2 * kBigPages.num_layers * kBigPages.kv_dim, 7.f);
   pool.storage().ImportRows(std::span(&slot, 1), sevens.data());
-  // ... and the chunk goes back once that page is freed.
-  pool.Release(4);
-  EXPECT_EQ(pool.bytes_mapped(), chunk_bytes);
+  // ... stay while a page of their chunk is in use; the first chunk to empty stays mapped as
+  // the spare, and once a second one empties the higher of the two goes back.
+  pool.Release(8);
+  EXPECT_EQ(pool.bytes_mapped(), 3 * chunk_bytes);
+  pool.Release(9);
+  EXPECT_EQ(pool.bytes_mapped(), 3 * chunk_bytes);  // chunk 2 is the spare
+  for (int32_t page : {4, 5, 6, 7})
+    pool.Release(page);
+  EXPECT_EQ(pool.bytes_mapped(), 2 * chunk_bytes);  // chunk 1 the spare, chunk 2 unmapped
   // Releasing a page of a chunk that still has pages in use unmaps nothing.
   pool.Release(1);
-  EXPECT_EQ(pool.bytes_mapped(), chunk_bytes);
-  // A page allocated later maps a fresh, zeroed chunk: no stale rows.
-  for (int32_t page : {1, 4})
-    EXPECT_EQ(MustAllocate(pool), page);
   EXPECT_EQ(pool.bytes_mapped(), 2 * chunk_bytes);
+  // Lowest first: page 1, then the spare's pages (no mapping), then a fresh chunk, zeroed.
+  for (int32_t page : {1, 4, 5, 6, 7, 8, 9})
+    EXPECT_EQ(MustAllocate(pool), page);
+  EXPECT_EQ(pool.bytes_mapped(), 3 * chunk_bytes);
   std::vector<float> out(2 * kBigPages.num_layers * kBigPages.kv_dim, -1.f);
   pool.storage().ExportRows(std::span(&slot, 1), out.data());
   EXPECT_EQ(out, std::vector<float>(out.size(), 0.f));
 
-  for (int32_t page : {0, 1, 2, 3, 4})
+  // A session at a chunk boundary that takes a page and gives it back, step after step, keeps
+  // the chunk mapped rather than mapping and zeroing it each time.
+  for (int32_t page = 4; page < 10; ++page)
+    pool.Release(page);
+  EXPECT_EQ(pool.bytes_mapped(), 2 * chunk_bytes);
+  for (int step = 0; step < 3; ++step) {
+    EXPECT_EQ(MustAllocate(pool), 4);
+    EXPECT_EQ(pool.bytes_mapped(), 2 * chunk_bytes);
+    pool.Release(4);
+    EXPECT_EQ(pool.bytes_mapped(), 2 * chunk_bytes);
+  }
+
+  for (int32_t page : {0, 1, 2, 3})
     pool.Release(page);
   EXPECT_EQ(pool.pages_in_use(), 0);
-  EXPECT_EQ(pool.bytes_mapped(), 0);
+  EXPECT_EQ(pool.bytes_mapped(), chunk_bytes);  // the spare alone
   // The whole budget can be had, the last (short) chunk included.
   for (int32_t i = 0; i < 10; ++i)
     EXPECT_EQ(MustAllocate(pool), i);
