@@ -25,8 +25,14 @@ class HostPageStorage final : public PageStorage {
     // About 4 MiB a chunk, never more than the whole budget.
     pages_per_chunk_ = static_cast<int32_t>(std::clamp<int64_t>(
         static_cast<int64_t>(2 * kHugePage) / page_bytes, 1, std::max(max_pages_, 1)));
-    chunks_.resize((max_pages_ + pages_per_chunk_ - 1) / pages_per_chunk_);
+    chunks_.resize((max_pages_ + pages_per_chunk_ - 1) / pages_per_chunk_, nullptr);
   }
+  ~HostPageStorage() override {
+    for (float* chunk : chunks_)
+      if (chunk != nullptr) munmap(chunk, ChunkBytes());
+  }
+  HostPageStorage(const HostPageStorage&) = delete;
+  HostPageStorage& operator=(const HostPageStorage&) = delete;
 
   const PageLayout& layout() const override { return layout_; }
   std::string_view tier() const override { return "host"; }
@@ -34,20 +40,18 @@ class HostPageStorage final : public PageStorage {
   int32_t pages_per_chunk() const override { return pages_per_chunk_; }
 
   absl::Status MapChunk(int32_t chunk) override {
-    size_t bytes = static_cast<size_t>(pages_per_chunk_ * layout_.page_bytes());
-    const size_t alignment = bytes >= kHugePage ? kHugePage : 64;
-    bytes = (bytes + alignment - 1) / alignment * alignment;
-    void* memory = std::aligned_alloc(alignment, bytes);
+    float* memory = MapZeroed(ChunkBytes());
     if (memory == nullptr) {
       return absl::ResourceExhaustedError(
-          absl::StrCat("host memory for ", bytes, " bytes of KV pages"));
+          absl::StrCat("host memory for ", ChunkBytes(), " bytes of KV pages"));
     }
-    if (alignment == kHugePage) madvise(memory, bytes, MADV_HUGEPAGE);  // a hint; may be off
-    std::memset(memory, 0, bytes);                                      // zeros: no stale rows
-    chunks_[chunk].reset(static_cast<float*>(memory));
+    chunks_[chunk] = memory;
     return absl::OkStatus();
   }
-  void UnmapChunk(int32_t chunk) override { chunks_[chunk].reset(); }
+  void UnmapChunk(int32_t chunk) override {
+    munmap(chunks_[chunk], ChunkBytes());
+    chunks_[chunk] = nullptr;
+  }
   void* RowsBase(int32_t page, int32_t layer, int32_t kv) const override {
     return Row({.page = page, .slot = 0}, layer, kv);
   }
@@ -129,7 +133,7 @@ class HostPageStorage final : public PageStorage {
   float* Row(SlotRef s, int32_t layer, int32_t kv) const {
     const int64_t run = int64_t{layout_.block_size} * layout_.kv_dim;  // a page's rows
     const int64_t in_chunk = s.page % pages_per_chunk_;
-    return chunks_[s.page / pages_per_chunk_].get() +
+    return chunks_[s.page / pages_per_chunk_] +
            ((int64_t{layer} * 2 + kv) * pages_per_chunk_ + in_chunk) * run +
            int64_t{s.slot} * layout_.kv_dim;
   }
@@ -145,13 +149,34 @@ class HostPageStorage final : public PageStorage {
     }
   }
 
+  // A chunk's bytes, whole 4 KiB pages (whole huge pages from 2 MiB up).
+  size_t ChunkBytes() const {
+    const size_t bytes = static_cast<size_t>(pages_per_chunk_ * layout_.page_bytes());
+    const size_t unit = bytes >= kHugePage ? kHugePage : 4096;
+    return (bytes + unit - 1) / unit * unit;
+  }
+  // Memory straight from the kernel: zero-filled as it is first touched (mapping a chunk does
+  // not write all of it), given back to the system when unmapped, and from 2 MiB up aligned to
+  // 2 MiB so that transparent huge pages can back it. nullptr when none can be had.
+  static float* MapZeroed(size_t bytes) {
+    const size_t alignment = bytes >= kHugePage ? kHugePage : 4096;
+    const size_t padded = bytes + alignment - 4096;
+    void* raw = mmap(nullptr, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return nullptr;
+    const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t aligned = (start + alignment - 1) / alignment * alignment;
+    if (aligned > start) munmap(raw, aligned - start);  // the padding before and after
+    if (const uintptr_t end = start + padded; end > aligned + bytes)
+      munmap(reinterpret_cast<void*>(aligned + bytes), end - aligned - bytes);
+    void* memory = reinterpret_cast<void*>(aligned);
+    if (alignment == kHugePage) madvise(memory, bytes, MADV_HUGEPAGE);  // a hint; may be off
+    return static_cast<float*>(memory);
+  }
+
   PageLayout layout_;
   int32_t max_pages_ = 0;
   int32_t pages_per_chunk_ = 1;
-  struct Free {
-    void operator()(float* memory) const { std::free(memory); }
-  };
-  std::vector<std::unique_ptr<float, Free>> chunks_;  // sized once: RowsBase reads it unlocked
+  std::vector<float*> chunks_;  // sized once: RowsBase reads it unlocked; nullptr: unmapped
 };
 
 }  // namespace
