@@ -86,7 +86,8 @@ class PageStorage {
 };
 
 // fp32 pages in host memory (the CPU engine's tier), at most `budget_bytes` of them, mapped a
-// chunk (about 1 MiB) at a time as they are first needed.
+// chunk (about 4 MiB, mmap'd: zero-filled by the kernel as first touched, 2 MiB aligned for
+// transparent huge pages) at a time as they are first needed.
 std::unique_ptr<PageStorage> MakeHostPageStorage(PageLayout layout, int64_t budget_bytes);
 
 class BlockPool {
