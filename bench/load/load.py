@@ -367,24 +367,8 @@ def main():
     during = [value for t, value in rss]
     half = [value for t, value in rss if t >= elapsed / 2]
     report = {
-        "label": args.label,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": {"nproc": os.cpu_count(), "cpu": cpu_name(), "python": platform.python_version()},
+        **run_report(args, load, elapsed),
         "server": server.command[1:],
-        "args": vars(args),
-        "elapsed_s": elapsed,
-        "sessions_created": load.created,
-        "sessions_deleted": load.deleted,
-        "turns": load.turns,
-        "chat_turns": load.chat_turns,
-        "tokens": load.tokens,
-        "tokens_per_s": load.tokens / elapsed,
-        "turns_per_s": load.turns / elapsed,
-        "ttft_ms": summarize(load.ttft),
-        "itl_ms": summarize(load.itl),
-        "turn_ms": summarize(load.turn_seconds),
-        "errors": dict(load.errors),
-        "error_examples": load.error_examples,
         "rss_idle_mib": rss_idle / 2**20 if rss_idle else None,
         "rss_max_mib": max(during) / 2**20 if during else None,
         "rss_second_half_mib": ({"min": min(half) / 2**20, "max": max(half) / 2**20,
@@ -411,16 +395,13 @@ def main():
     sys.exit(1 if failed else 0)
 
 
-def load_running_server(args):
-    """--address: the load against a server someone else started (bench/gpu/svc_streams.py runs
-    several of these at once against the GPU server). Returns the exit code."""
-    load = Load(args, args.address)
-    elapsed = load.run()
-    report = {
+def run_report(args, load, elapsed):
+    """What every report says of a run: when and where, the options, counts, rates, latencies
+    and errors."""
+    return {
         "label": args.label,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": {"nproc": os.cpu_count(), "cpu": cpu_name(), "python": platform.python_version()},
-        "address": args.address,
         "args": vars(args),
         "elapsed_s": elapsed,
         "sessions_created": load.created,
@@ -435,6 +416,17 @@ def load_running_server(args):
         "turn_ms": summarize(load.turn_seconds),
         "errors": dict(load.errors),
         "error_examples": load.error_examples,
+    }
+
+
+def load_running_server(args):
+    """--address: the load against a server someone else started (bench/gpu/svc_streams.py runs
+    several of these at once against the GPU server). Returns the exit code."""
+    load = Load(args, args.address)
+    elapsed = load.run()
+    report = {
+        **run_report(args, load, elapsed),
+        "address": args.address,
     }
     if args.raw_samples:
         report["ttft_s"], report["itl_s"] = load.ttft, load.itl

@@ -17,6 +17,18 @@ __device__ __forceinline__ void Store(__nv_bfloat16* out, int64_t i, float v) {
   out[i] = __float2bfloat16(v);
 }
 
+// 1 / sqrt(mean square + eps) of a row from each thread's sum of squares: a shared-memory tree
+// reduction, the same order in every kernel here (so fused and separate ones give the same bits).
+__device__ __forceinline__ float InverseRms(float sum, float* partial, int64_t dim, float eps) {
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  return rsqrtf(partial[0] / static_cast<float>(dim) + eps);
+}
+
 // One block per output row: each thread sums squares over a strided slice, then a
 // shared-memory tree reduction gives the row's mean square. Output row b normalizes input row
 // rows[b] (rows null: b). With kAdd the input is x + delta, summed in fp32 as AddInPlace
@@ -42,13 +54,7 @@ __global__ void RmsNormKernel(float* x, const float* delta, const int32_t* rows,
     }
     sum += v * v;
   }
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
-    __syncthreads();
-  }
-  const float scale = rsqrtf(partial[0] / static_cast<float>(dim) + eps);
+  const float scale = InverseRms(sum, partial, dim, eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     float v = row[i];  // with write_back: this thread's own sum, written above
     if constexpr (kAdd) {
@@ -73,13 +79,7 @@ __global__ void EmbedRmsNormKernel(const __nv_bfloat16* table, const int32_t* to
     row[i] = v;
     sum += v * v;
   }
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
-    __syncthreads();
-  }
-  const float scale = rsqrtf(partial[0] / static_cast<float>(dim) + eps);
+  const float scale = InverseRms(sum, partial, dim, eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
     Store(out_row, i, row[i] * scale * weight[i]);
 }
