@@ -446,8 +446,9 @@ TEST_P(CudaPagedAttention, SlidingWindowAndTinyHeads) {
 }
 
 // Prefills from position 0 under causality alone and under a short raw window (the shape of a
-// gist or window prefill): most K/V tiles are seen by no query of a CTA and skipped, the others
-// partly; with and without KV splits (a split whose every tile is skipped must combine as empty).
+// gist or window prefill): most K/V tiles are seen by no query of a CTA (the tensor-core kernel
+// skips them), the others partly; with and without KV splits (a split whose every tile is
+// skipped must combine as empty).
 TEST_P(CudaPagedAttention, WholePrefillSkipsTilesNoQuerySees) {
   Config c = Base();
   c.num_sequences = 3;

@@ -46,9 +46,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int k_stride_words = words + 1;
   const int group = p.num_heads / p.num_kv_heads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  // The prefill path (many queries per CTA, each tile costly) skips tiles none of them sees;
-  // the decode path's few invisible slots (a window's expired head page) are not worth a check.
-  constexpr bool kSkipInvisibleTiles = kQueries == kPrefillQueriesPerWarp;
 
   extern __shared__ __align__(16) char smem[];
   uint32_t* k_tile = reinterpret_cast<uint32_t*>(smem);
@@ -114,29 +111,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
     for (int t0 = lo; t0 < hi; t0 += kTileSlots) {
       const int n = min(kTileSlots, hi - t0);
-      if constexpr (kSkipInvisibleTiles) {
-        // Skip a tile no query of this CTA can see (past every query's position: causality in
-        // a prefill; or every slot's visibility ended: a policy's expired window). Each warp
-        // checks its own queries against the tile's slots (lane: slots lane, lane + 32),
-        // reading their positions and visibility from global memory; the block-wide OR is also
-        // the barrier that says every warp is done with the previous tile. Skipping changes no
-        // bit of the result: a tile without a visible slot leaves m, l and o as they are.
-        bool any = seg.shared;
-        for (int c = 0; c < 2 && !any; ++c) {
-          const int j = lane + 32 * c;
-          if (j >= n) break;
-          const int local = t0 - seg_begin + j;
-          const int kp = seg.positions[local], from = seg.visible_from[local],
-                    until = seg.visible_until[local];
-#pragma unroll
-          for (int i = 0; i < kQueries; ++i)
-            any = any || (valid[i] &&
-                          Visible(false, kp, from, until, qpos[i], qclock[i], p.sliding_window));
-        }
-        if (!__syncthreads_or(any)) continue;  // uniform: every thread skips, or none
-      } else {
-        __syncthreads();  // every warp is done with the previous tile
-      }
+      __syncthreads();  // every warp is done with the previous tile
       // 16-byte loads (8 bf16): a head's row is head_dim / 8 of them.
       const int chunks = hd / 8;
       for (int idx = threadIdx.x; idx < n * chunks; idx += blockDim.x) {
@@ -179,9 +154,12 @@ __global__ void __launch_bounds__(kWarps * 32)
           const int j = lane + 32 * c;
           score[c] = -INFINITY;
           if (j >= n) continue;
-          if (!Visible(seg.shared, slot_position[j], slot_from[j], slot_until[j], qpos[i],
-                       qclock[i], p.sliding_window))
-            continue;
+          const int kp = slot_position[j];
+          const bool visible =
+              (seg.shared ||
+               (kp <= qpos[i] && (p.sliding_window == 0 || qpos[i] - kp < p.sliding_window))) &&
+              slot_from[j] <= qclock[i] && qclock[i] <= slot_until[j];
+          if (!visible) continue;
           const uint32_t* k_row = k_tile + j * k_stride_words;
           // Four independent partial sums: a single chain would wait on each FMA's latency.
           float dot[4] = {0.f, 0.f, 0.f, 0.f};
