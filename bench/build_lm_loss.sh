@@ -33,6 +33,9 @@ PY
 link=$(awk '/^build bench\/gistmem-bench:/ {found = 1} found && /^  LINK_LIBRARIES = / {
   sub(/^  LINK_LIBRARIES = /, ""); print; exit }' "$build/build.ninja")
 [[ -n $link ]] || { echo "no link line for bench/gistmem-bench in $build/build.ninja" >&2; exit 1; }
+# A CUDA build links cudart_static and cudadevrt from the toolkit's directory (-L, not in LINK_LIBRARIES).
+link_path=$(awk '/^build bench\/gistmem-bench:/ {found = 1} found && /^  LINK_PATH = / {
+  sub(/^  LINK_PATH = /, ""); print; exit } found && /^$/ {exit}' "$build/build.ninja")
 cd "$build"
-eval "c++ $flags -o '$out/gistmem-lm-loss' '$root/bench/lm_loss.cc' $link"
+eval "c++ $flags -o '$out/gistmem-lm-loss' '$root/bench/lm_loss.cc' $link_path $link"
 echo "$out/gistmem-lm-loss"
