@@ -6,6 +6,8 @@
 // boundaries (the attention plan's CTA counts), gist rows come and go, a 700-row prefill
 // runs eagerly in between and grows the scratch (the graphs are dropped and captured again)
 // -- and every logits row is equal bit for bit, and so is every token picked on the device.
+// And steps of the same shape whose attention plans are laid out differently (a session with an
+// attached document beside one without) never share a graph.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -13,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "memory/read_rows.h"
+#include "memory/session_memory.h"
 #include "model/backend/cuda/cuda_engine.h"
 #include "model/engine.h"
 #include "model/gist_config.h"
@@ -103,6 +107,67 @@ TEST(CudaGraphTest, ReplaysEqualEagerLaunchesBitForBit) {
   EXPECT_GE(stats->graph_clears, 1);    // the 700-row prefill grew the scratch
   EXPECT_GT(stats->graph_replays, 4 * stats->graph_captures);
   EXPECT_GT(CudaStatsOf(*graphs)->mirrored_sessions, 0);
+}
+
+// Decode steps of one sequence alone, alternating between a session with an attached document
+// and one without: the same rows, logits rows and CTA counts, but the document's segment moves
+// every later part of the attention plan; a graph captured for one must not replay for the other.
+TEST(CudaGraphTest, PlansOfOtherLayoutsGetTheirOwnGraphs) {
+  GISTMEM_SKIP_WITHOUT_GPU();
+  struct World {
+    std::unique_ptr<model::Engine> engine;
+    std::unique_ptr<memory::SessionMemory> plain, with_document;
+  };
+  World worlds[2];
+  worlds[0].engine = Load(true);
+  worlds[1].engine = Load(false);
+  ASSERT_NE(worlds[0].engine, nullptr);
+  ASSERT_NE(worlds[1].engine, nullptr);
+  const int64_t vocab = worlds[0].engine->config().vocab_size;
+  const int32_t gist = model::GistConfig::FromModelDir(TinyModel(), vocab)->gist_token_id;
+  std::mt19937 rng(17);
+  const std::vector<int32_t> document = RandomTokens(40, vocab, rng);
+  const std::vector<int32_t> prompt = RandomTokens(30, vocab, rng);
+  for (World& world : worlds) {
+    memory::BlockPool& pool = world.engine->kv_pool();
+    memory::SessionMemory doc(pool, MakePolicy(PolicyKind::kFull, gist));
+    const memory::RowPlan doc_plan = doc.Plan(document);
+    ASSERT_TRUE(
+        memory::ReadRows(*world.engine, doc, doc_plan, 0, doc_plan.size(), model::LogitsMode::kLast)
+            .ok());
+    absl::StatusOr<std::shared_ptr<const memory::FrozenKv>> frozen = doc.Frozen();
+    ASSERT_TRUE(frozen.ok()) << frozen.status();
+    world.plain =
+        std::make_unique<memory::SessionMemory>(pool, MakePolicy(PolicyKind::kFull, gist));
+    world.with_document =
+        std::make_unique<memory::SessionMemory>(pool, MakePolicy(PolicyKind::kFull, gist));
+    world.with_document->Attach(*frozen, "doc");
+    for (memory::SessionMemory* session : {world.plain.get(), world.with_document.get()}) {
+      const memory::RowPlan plan = session->Plan(prompt);
+      ASSERT_TRUE(
+          memory::ReadRows(*world.engine, *session, plan, 0, plan.size(), model::LogitsMode::kLast)
+              .ok());
+    }
+  }
+  for (int step = 0; step < 24; ++step) {
+    const std::vector<int32_t> token = RandomTokens(1, vocab, rng);
+    std::vector<float> logits[2];
+    for (int w = 0; w < 2; ++w) {
+      memory::SessionMemory& session = step % 2 ? *worlds[w].with_document : *worlds[w].plain;
+      const memory::RowPlan plan = session.Plan(token);
+      absl::StatusOr<std::vector<float>> out = memory::ReadRows(
+          *worlds[w].engine, session, plan, 0, plan.size(), model::LogitsMode::kLast);
+      ASSERT_TRUE(out.ok()) << "step " << step << ": " << out.status();
+      logits[w] = *std::move(out);
+    }
+    ASSERT_TRUE(logits[0] == logits[1])
+        << "step " << step << (step % 2 ? " (with the document)" : " (without)")
+        << ": graph logits differ from eager ones";
+  }
+  const std::optional<CudaEngineStats> stats = CudaStatsOf(*worlds[0].engine);
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_GE(stats->graph_captures, 2);  // one a layout
+  EXPECT_GT(stats->graph_replays, 10);
 }
 
 }  // namespace

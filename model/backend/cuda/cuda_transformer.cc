@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "absl/cleanup/cleanup.h"
 #include "model/backend/cuda/cuda_status.h"
 #include "model/backend/cuda/kernels.h"
 #include "model/weights.h"
@@ -199,6 +200,11 @@ absl::Status CudaTransformer::Run(std::span<const CudaSequenceStep> steps, KvPag
   // Inputs to the device; a graph's buffers must stay where they were when it was captured,
   // so any allocation here (scratch growth, the attention plan's) drops the graphs.
   const uint64_t allocations = DeviceBuffer::AllocationsOnThisThread();
+  // On every return, errors included: a Reserve that moved a buffer before a later one failed
+  // must not leave graphs that read the freed one.
+  absl::Cleanup drop_stale_graphs = [&] {
+    if (DeviceBuffer::AllocationsOnThisThread() != allocations) graphs_.Clear();
+  };
   GISTMEM_RETURN_IF_ERROR(ReserveScratch(rows, n_logits));
   GISTMEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.row_data.get(), row_data.data(),
                                                row_data.size() * sizeof(int32_t),
@@ -215,7 +221,7 @@ absl::Status CudaTransformer::Run(std::span<const CudaSequenceStep> steps, KvPag
                              .head_dim = static_cast<int32_t>(c.head_dim),
                              .sliding_window = static_cast<int32_t>(c.sliding_window.value_or(0))};
   GISTMEM_RETURN_IF_ERROR(attention_->Plan(views, row_offsets, shape, stream_));
-  if (DeviceBuffer::AllocationsOnThisThread() != allocations) graphs_.Clear();
+  std::move(drop_stale_graphs).Invoke();
 
   auto enqueue = [&] { return Enqueue(rows, n_logits, pool); };
   if (graphs_on_ && rows <= kMaxGraphRows) {
@@ -226,7 +232,12 @@ absl::Status CudaTransformer::Run(std::span<const CudaSequenceStep> steps, KvPag
         .decode_ctas = attention_->decode_ctas(),
         .combined_outputs = attention_->combined_outputs(),
         .attention_kernel = static_cast<int32_t>(attention_->planned_kernel()),
-        .pool = pool.data()};
+        .plan_sequences = attention_->plan_offsets().sequences,
+        .plan_items = attention_->plan_offsets().items,
+        .plan_combine = attention_->plan_offsets().combine,
+        .plan_segment_tiles = attention_->plan_offsets().segment_tiles,
+        .pool = pool.data(),
+        .block_size = pool.layout().block_size};
     GISTMEM_RETURN_IF_ERROR(graphs_.Run(key, stream_, enqueue));
   } else {
     GISTMEM_RETURN_IF_ERROR(enqueue());

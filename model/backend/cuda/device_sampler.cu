@@ -63,7 +63,9 @@ __global__ void PrepareRows(const float* logits, int64_t vocab, const RowDesc* r
     bad |= isnan(v) || v == CUDART_INF_F;
     finite |= isfinite(v);
     s[i] = v + 0.f;
-    ids[blockIdx.x * vocab + i] = static_cast<int32_t>(i);
+    // Only a filtered row's ids are sorted (the others' sort segments are empty): a greedy
+    // step at batch 64 with Llama-3's vocabulary would otherwise write 33 MB of ids for nothing.
+    if (r.filtered) ids[blockIdx.x * vocab + i] = static_cast<int32_t>(i);
   }
   bad = __syncthreads_or(bad);
   finite = __syncthreads_or(finite);

@@ -121,6 +121,16 @@ class PagedAttention {
   int64_t prefill_ctas() const { return num_prefill_items_; }
   int64_t decode_ctas() const { return num_decode_items_; }
   int64_t combined_outputs() const { return num_combine_; }
+  // Where the last Plan put its parts in the device plan buffer: Run bakes these offsets into
+  // its kernels' parameters, so a CUDA graph captured for one plan layout is wrong for another
+  // (one more attached segment moves every later part by a segment's size).
+  struct PlanOffsets {
+    size_t sequences = 0, items = 0, combine = 0, segment_tiles = 0;
+    auto operator<=>(const PlanOffsets&) const = default;
+  };
+  PlanOffsets plan_offsets() const {
+    return {seqs_offset_, items_offset_, combine_offset_, segment_tiles_offset_};
+  }
   // The kernel the last Plan chose (kTensorCores or kCudaCores).
   AttentionKernel planned_kernel() const {
     return tensor_cores_ ? AttentionKernel::kTensorCores : AttentionKernel::kCudaCores;

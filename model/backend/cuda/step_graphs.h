@@ -34,7 +34,11 @@ class StepGraphs {
     int64_t decode_ctas = 0;
     int64_t combined_outputs = 0;
     int32_t attention_kernel = 0;  // PagedAttention::planned_kernel()
-    const void* pool = nullptr;    // the KV pages the step writes and reads
+    // PagedAttention::plan_offsets(): the plan's parts (sequence descriptors, work items,
+    // combine list, segment tiles) move with the number of segments and sequences.
+    size_t plan_sequences = 0, plan_items = 0, plan_combine = 0, plan_segment_tiles = 0;
+    const void* pool = nullptr;  // the KV pages the step writes and reads
+    int32_t block_size = 0;      // their layout's page size (baked into RoPE-write, attention)
     auto operator<=>(const Key&) const = default;
   };
   struct Stats {
