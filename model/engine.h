@@ -66,10 +66,10 @@ inline constexpr int32_t kNoToken = -1;
 
 // The CUDA engine's fast paths (tensor-core attention, page tables kept on the device, CUDA
 // graphs, sampling on the device) each replace a reference path that computes the same function,
-// and `ctest -L gpu` compares every one with its reference. They are on by default only once
-// that suite has passed on the target GPU (tests/gpu/RESULTS.md says when); until then a caller
-// turns them on (gistmem-server --cuda_fast_paths, gistmem-gpu-bench does by default).
-inline constexpr bool kCudaFastPathsByDefault = false;
+// and `ctest -L gpu` compares every one with its reference. On by default since that suite
+// passed on a Hopper GPU (tests/gpu/RESULTS.md, run 8); gistmem-server --cuda_fast_paths=false
+// or GISTMEM_CUDA_FAST_PATHS=0 runs the reference paths.
+inline constexpr bool kCudaFastPathsByDefault = true;
 
 struct EngineOptions {
   std::string device = "cpu";                // a name from EngineNames()

@@ -42,7 +42,7 @@ ABSL_FLAG(int32_t, kv_block_size, 16, "KV entries per page of the pool");
 ABSL_FLAG(bool, cuda_fast_paths, gistmem::model::kCudaFastPathsByDefault,
           "CUDA: tensor-core attention, page tables kept on the GPU, CUDA graphs for decode "
           "steps and sampling on the GPU; off: their reference paths, which compute the same "
-          "function (on by default once the GPU suite has passed on the target GPU)");
+          "function");
 ABSL_FLAG(int, threads, 0, "Threads of the CPU forward pass; 0 = every core");
 ABSL_FLAG(int, workers, 8, "Threads for store I/O, commits and unary calls");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),

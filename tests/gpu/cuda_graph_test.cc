@@ -32,6 +32,7 @@ std::unique_ptr<model::Engine> Load(bool graphs) {
       model::LoadEngine(TinyModel(), {.device = "cuda",
                                       .kv_pool_bytes = int64_t{256} << 20,
                                       .block_size = kBlock,
+                                      .cuda_kv_mirrors = true,  // as the fast paths run
                                       .cuda_graphs = graphs});
   EXPECT_TRUE(engine.ok()) << engine.status();
   return engine.ok() ? *std::move(engine) : nullptr;
