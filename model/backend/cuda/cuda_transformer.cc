@@ -225,6 +225,7 @@ absl::Status CudaTransformer::Run(std::span<const CudaSequenceStep> steps, KvPag
 
   auto enqueue = [&] { return Enqueue(rows, n_logits, pool); };
   if (graphs_on_ && rows <= kMaxGraphRows) {
+    const PagedAttention::PlanOffsets plan = attention_->plan_offsets();
     const StepGraphs::Key key{
         .rows = rows,
         .logits_rows = n_logits,
@@ -232,10 +233,10 @@ absl::Status CudaTransformer::Run(std::span<const CudaSequenceStep> steps, KvPag
         .decode_ctas = attention_->decode_ctas(),
         .combined_outputs = attention_->combined_outputs(),
         .attention_kernel = static_cast<int32_t>(attention_->planned_kernel()),
-        .plan_sequences = attention_->plan_offsets().sequences,
-        .plan_items = attention_->plan_offsets().items,
-        .plan_combine = attention_->plan_offsets().combine,
-        .plan_segment_tiles = attention_->plan_offsets().segment_tiles,
+        .plan_sequences = plan.sequences,
+        .plan_items = plan.items,
+        .plan_combine = plan.combine,
+        .plan_segment_tiles = plan.segment_tiles,
         .pool = pool.data(),
         .block_size = pool.layout().block_size};
     GISTMEM_RETURN_IF_ERROR(graphs_.Run(key, stream_, enqueue));
