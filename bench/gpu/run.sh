@@ -7,14 +7,14 @@
 #   ours.jsonl    gistmem-gpu-bench rows for each shape
 #   stderr.log    everything the parts wrote to stderr
 #   summary.md    both side by side (bench/gpu/summarize.py): the rows for bench/RESULTS-gpu.md
-#   tests.log, profile.txt  when PARTS names tests / profile
+#   tests.log, profile.txt, profile-csv.tar.xz  when PARTS names tests / profile
 #   service.jsonl, service.log  when PARTS names svc-* parts: the service rows
 #                 (bench/gpu/service_bench.py) and the tail of their servers' logs
 # Every part is time-limited; the whole run ends within TOTAL_S seconds (default 570).
 # Environment (all optional):
 #   PARTS="setup ours peers"  setup: env, HBM, checkpoints (reused when already written);
 #                             ours: our rows; peers: transformers rows; profile (not by default):
-#                             nsys (or ncu) over a few decode steps -> profile.txt;
+#                             ncu kernel times of a few steps of each PROFILE_RUNS entry -> profile.txt;
 #                             tests (first, when named): the GPU tests of TESTS_BUNDLE
 #                             (tests/gpu/bundle.sh's bundle.tar.xz) -> tests.log
 #   SHAPES=8b,1b  BUNDLE=.gpu-bench/bench-bundle.tar.xz  CKPT=/tmp/gistmem-ckpt
@@ -188,24 +188,31 @@ if has peers; then
 fi
 
 if has profile; then
-  # Where a decode step's time goes: nsys's kernel summary (else ncu's speed of light on a window
-  # of kernels) of a few 16K batch-1 decode steps of the first shape.
-  shape=${SHAPES%%,*} cap=$(lim 150)
-  prof_args=(--model "$CKPT/llama-$shape" --label "llama-$shape" --rows=decode
-    --decode_contexts=${PROFILE_CONTEXT:-16384} --decode_policies=full --steps=5 --warmup=2 --kv_pool_gib=8)
-  log "profile $shape (cap ${cap}s)"
-  if command -v nsys > /dev/null; then
-    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" nsys profile -o /tmp/gb/prof --force-overwrite true --stats=false \
-      /tmp/gb/bin/gistmem-gpu-bench "${prof_args[@]}" > /dev/null 2>> "$OUT/stderr.log"
-    nsys stats --report cuda_gpu_kern_sum,cuda_api_sum --format csv /tmp/gb/prof.nsys-rep \
-      > "$OUT/profile.txt" 2>> "$OUT/stderr.log"
-  elif command -v ncu > /dev/null; then
-    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" ncu --launch-skip 400 --launch-count 40 --section SpeedOfLight \
-      /tmp/gb/bin/gistmem-gpu-bench "${prof_args[@]}" > "$OUT/profile.txt" 2>> "$OUT/stderr.log"
-  else
-    echo "neither nsys nor ncu on this machine" > "$OUT/profile.txt"
-  fi
-  head -c 4000 "$OUT/profile.txt"
+  # Where the GPU time goes: ncu's duration of every kernel (each replayed alone, so kernel time
+  # without launch gaps) over a few steps of each PROFILE_RUNS entry of the first shape,
+  # summed per kernel by bench/gpu/ncu_summary.py -> profile.txt (raw CSVs: profile-csv.tar.xz).
+  # An entry is NAME:ARGS with ARGS gistmem-gpu-bench flags joined by '+'.
+  shape=${SHAPES%%,*}
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  runs=${PROFILE_RUNS:-"decode2k:--rows=decode+--decode_contexts=2048+--decode_policies=full+--steps=3+--warmup=1 decode16k:--rows=decode+--decode_contexts=16384+--decode_policies=full,gist+--steps=3+--warmup=1 batched:--rows=batched+--steps=2+--warmup=1 prefill:--rows=prefill+--prefill_reps=1"}
+  : > "$OUT/profile.txt"
+  mkdir -p /tmp/gb/prof
+  for entry in $runs; do
+    name=${entry%%:*} args=${entry#*:} cap=$(lim 150)
+    [ -n "$ncu_bin" ] || { echo "no ncu on this machine" >> "$OUT/profile.txt"; break; }
+    [ "$cap" -gt 20 ] || { echo "## $name: skipped, no time left" >> "$OUT/profile.txt"; continue; }
+    log "profile $shape $name (cap ${cap}s)"
+    # shellcheck disable=SC2086
+    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" "$ncu_bin" --csv --clock-control none \
+      --metrics gpu__time_duration.sum /tmp/gb/bin/gistmem-gpu-bench --model "$CKPT/llama-$shape" \
+      --label "llama-$shape" --kv_pool_gib=8 ${args//+/ } > "/tmp/gb/prof/$name.csv" 2>> "$OUT/stderr.log"
+    rc=$?
+    { echo "## $name (rc $rc): ${args//+/ }"
+      grep '^{' "/tmp/gb/prof/$name.csv" | cut -c1-400
+      python3 bench/gpu/ncu_summary.py "/tmp/gb/prof/$name.csv" --top 30; echo; } >> "$OUT/profile.txt" 2>&1
+  done
+  tar -C /tmp/gb/prof -cJf "$OUT/profile-csv.tar.xz" . 2>> "$OUT/stderr.log"
+  head -c 6000 "$OUT/profile.txt"
 fi
 
 : > "$OUT/summary.md"
