@@ -126,8 +126,13 @@ absl::StatusOr<AttentionTiming> TimeAttention(const model::ModelConfig& config,
   absl::StatusOr<cuda::AttentionKernel> kernel =
       cuda::ParseAttentionKernel(absl::GetFlag(FLAGS_attention_kernel));
   if (!kernel.ok()) return kernel.status();
+  cuda::AttentionOptions options{.kernel = *kernel};
+  if (const int32_t chunk = absl::GetFlag(FLAGS_attention_kv_chunk); chunk > 0)
+    options.kv_chunk = chunk;
+  if (const int32_t ctas = absl::GetFlag(FLAGS_attention_ctas_per_sm); ctas > 0)
+    options.ctas_per_multiprocessor = ctas;
   absl::StatusOr<std::unique_ptr<cuda::PagedAttention>> attention =
-      cuda::PagedAttention::Create({.kernel = *kernel});
+      cuda::PagedAttention::Create(options);
   if (!attention.ok()) return attention.status();
   const cuda::AttentionShape shape{.num_heads = static_cast<int32_t>(config.num_heads),
                                    .num_kv_heads = static_cast<int32_t>(config.num_kv_heads),

@@ -1,7 +1,8 @@
 // Attention alone, for the GPU benchmark: the engine's paged attention kernels
 // (model/backend/cuda/paged_attention.h, default options, as CudaEngine runs them; the binary's
 // --attention_kernel flag (auto | tensor_cores | cuda_cores, default auto = what the engine
-// runs, GISTMEM_ATTENTION_KERNEL included) picks the kernel) over the
+// runs, GISTMEM_ATTENTION_KERNEL included) picks the kernel, --attention_kv_chunk and
+// --attention_ctas_per_sm the split (0: the engine's)) over the
 // real page tables and visibility arrays of benchmark sessions, with random queries, timed per
 // step (every layer once) with CUDA events on a stream of our own. And the FLOP it is worth:
 // the (query row, slot) pairs each query can see, counted on the host from the same arrays.
@@ -22,6 +23,8 @@
 
 // Defined by the binary (bench/gpu/gpu_bench.cc).
 ABSL_DECLARE_FLAG(std::string, attention_kernel);
+ABSL_DECLARE_FLAG(int32_t, attention_kv_chunk);
+ABSL_DECLARE_FLAG(int32_t, attention_ctas_per_sm);
 
 namespace gistmem::bench {
 

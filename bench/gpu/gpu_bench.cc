@@ -75,6 +75,10 @@ ABSL_FLAG(bool, cuda_fast_paths, true,
           "mirrored page tables, CUDA graphs, device sampling; false: the reference paths");
 ABSL_FLAG(std::string, attention_kernel, "auto",
           "attention-alone timings: auto (as the engine) | tensor_cores | cuda_cores");
+ABSL_FLAG(int32_t, attention_kv_chunk, 0,
+          "attention-alone timings: KV slots per split (0: as the engine picks)");
+ABSL_FLAG(int32_t, attention_ctas_per_sm, 0,
+          "attention-alone timings: CTAs per multiprocessor the split aims at (0: the engine's)");
 
 namespace gistmem::bench {
 namespace {
@@ -212,6 +216,8 @@ void AddAttention(json& line, const Model& m, const absl::StatusOr<AttentionTimi
       {"prefill_ctas", a->prefill_ctas},
       {"decode_ctas", a->decode_ctas},
       {"combined_outputs", a->combined_outputs},
+      {"kv_chunk_flag", absl::GetFlag(FLAGS_attention_kv_chunk)},
+      {"ctas_per_sm_flag", absl::GetFlag(FLAGS_attention_ctas_per_sm)},
       {"flop_note", "4 * head_dim * heads * layers * visible (row, slot) pairs"}};
 }
 
