@@ -20,10 +20,13 @@ UNITS = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3,
 
 
 def short(name):
+    for anonymous in ("(anonymous namespace)::", "<unnamed>::"):
+        name = name.replace(anonymous, "")
     for cut in ("<", "("):
         if cut in name:
             name = name[: name.index(cut)]
-    return name.replace("void ", "").strip()
+    name = name.replace("void ", "").strip()
+    return name.split("::")[-1] if "::" in name else name
 
 
 def rows(text):

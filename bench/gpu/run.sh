@@ -19,8 +19,8 @@
 #                             (tests/gpu/bundle.sh's bundle.tar.xz) -> tests.log
 #   SHAPES=8b,1b  BUNDLE=.gpu-bench/bench-bundle.tar.xz  CKPT=/tmp/gistmem-ckpt
 #   OURS_8B_S=240 OURS_1B_S=100  (caps of our two runs)  KV_GIB (our engine's KV pool: 100 on
-#                             an H200; elsewhere 72% of the GPU's memory, so that the 8B weights
-#                             fit beside it on an 80 GB H100)
+#                             an H200; elsewhere 64% of the GPU's memory, so that the 8B weights
+#                             and a 16K-token prefill's scratch fit beside it on an 80 GB H100)
 #   OURS_ARGS="..."  (more gistmem-gpu-bench flags, e.g. --rows=decode,batched)
 # The service rows (not by default; run after setup, before ours): gistmem-server of
 # SVC_BUNDLE (bench/gpu/pack-service.sh) on $CKPT/llama-$SVC_SHAPE, driven over gRPC by
@@ -39,7 +39,7 @@ BUNDLE=${BUNDLE:-.gpu-bench/bench-bundle.tar.xz} CKPT=${CKPT:-/tmp/gistmem-ckpt}
 TESTS_BUNDLE=${TESTS_BUNDLE:-.gpu-bench/bundle.tar.xz}
 if [ -z "${KV_GIB:-}" ]; then
   gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
-  KV_GIB=$(( ${gpu_mib:-0} > 0 ? (gpu_mib * 72 / 100 / 1024 < 100 ? gpu_mib * 72 / 100 / 1024 : 100) : 100 ))
+  KV_GIB=$(( ${gpu_mib:-0} > 0 ? (gpu_mib * 64 / 100 / 1024 < 100 ? gpu_mib * 64 / 100 / 1024 : 100) : 100 ))
 fi
 OURS_8B_S=${OURS_8B_S:-240} OURS_1B_S=${OURS_1B_S:-100} OURS_ARGS=${OURS_ARGS:-}
 SVC_BUNDLE=${SVC_BUNDLE:-.gpu/svc/service-bundle.tar.xz} SVC_SHAPE=${SVC_SHAPE:-8b}
