@@ -7,7 +7,8 @@
 #   ours.jsonl    gistmem-gpu-bench rows for each shape
 #   stderr.log    everything the parts wrote to stderr
 #   summary.md    both side by side (bench/gpu/summarize.py): the rows for bench/RESULTS-gpu.md
-#   tests.log, profile.txt, profile-csv.tar.xz  when PARTS names tests / profile
+#   tests.log, profile.txt, profile-csv.tar.xz, profile-detail.txt  when PARTS names tests /
+#                 profile / profile-detail
 #   service.jsonl, service.log  when PARTS names svc-* parts: the service rows
 #                 (bench/gpu/service_bench.py) and the tail of their servers' logs
 # Every part is time-limited; the whole run ends within TOTAL_S seconds (default 570).
@@ -15,6 +16,8 @@
 #   PARTS="setup ours peers"  setup: env, HBM, checkpoints (reused when already written);
 #                             ours: our rows; peers: transformers rows; profile (not by default):
 #                             ncu kernel times of a few steps of each PROFILE_RUNS entry -> profile.txt;
+#                             profile-detail (not by default): ncu's memory, stall and scheduler
+#                             sections on the PROFILE_KERNEL regex -> profile-detail.txt;
 #                             tests (first, when named): the GPU tests of TESTS_BUNDLE
 #                             (tests/gpu/bundle.sh's bundle.tar.xz) -> tests.log
 #   SHAPES=8b,1b  BUNDLE=.gpu-bench/bench-bundle.tar.xz  CKPT=/tmp/gistmem-ckpt
@@ -61,7 +64,7 @@ log() { echo "== $* ($((SECONDS - start))s)"; }
 
 CB=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 \
   /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib/libcublasLt.so.13 2>/dev/null | head -1)")
-if has ours || has profile; then
+if has ours || has profile || has profile-detail; then
   rm -rf /tmp/gb && mkdir -p /tmp/gb
   python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('/tmp/gb')" "$BUNDLE" ||
     { echo "cannot unpack $BUNDLE (bench/gpu/pack.sh makes it)" | tee -a "$OUT/env.txt"; PARTS=${PARTS/ours/}; }
@@ -213,6 +216,30 @@ if has profile; then
   done
   tar -C /tmp/gb/prof -cJf "$OUT/profile-csv.tar.xz" . 2>> "$OUT/stderr.log"
   head -c 6000 "$OUT/profile.txt"
+fi
+
+if has profile-detail; then
+  # Why a kernel is as fast as it is: ncu's throughput, memory, warp-stall and scheduler sections
+  # on a few launches of the kernels PROFILE_KERNEL names (a regex; default the attention
+  # kernels) in the PROFILE_DETAIL_ARGS run of the first shape -> profile-detail.txt.
+  shape=${SHAPES%%,*} cap=$(lim 200)
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  args=${PROFILE_DETAIL_ARGS:-"--rows=decode+--decode_contexts=16384+--decode_policies=full+--steps=2+--warmup=1"}
+  log "profile-detail $shape (cap ${cap}s)"
+  if [ -n "$ncu_bin" ]; then
+    # shellcheck disable=SC2086
+    LD_LIBRARY_PATH=$OURS_LD timeout -k 5 "$cap" "$ncu_bin" --clock-control none \
+      --kernel-name "regex:${PROFILE_KERNEL:-AttentionKernel|CombineKernel}" --launch-skip 20 \
+      --launch-count "${PROFILE_COUNT:-4}" --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
+      /tmp/gb/bin/gistmem-gpu-bench --model "$CKPT/llama-$shape" --label "llama-$shape" \
+      --kv_pool_gib=8 ${args//+/ } > "$OUT/profile-detail.txt" 2>> "$OUT/stderr.log"
+    echo "rc $?" >> "$OUT/profile-detail.txt"
+  else
+    echo "no ncu on this machine" > "$OUT/profile-detail.txt"
+  fi
+  grep -E "Kernel|Duration|Throughput|Stall|Eligible|Achieved Occupancy|Registers" \
+    "$OUT/profile-detail.txt" | head -60
 fi
 
 : > "$OUT/summary.md"
