@@ -3,9 +3,9 @@
 
     python3 bench/gpu/ncu_summary.py ncu.csv [--steps N] [--top K]
 
-Prints, per kernel name (templates cut at '<' or '('), the launches, total and mean time, and
-its share of all profiled time; with --steps N, also each kernel's time per step (total / N),
-for a run whose profiled launches are N identical steps plus a little setup. ncu replays each
+Prints, per kernel name (namespaces, template arguments and parameters cut), the launches, total
+and mean time, and its share of all profiled time; with --steps N, also each kernel's time per
+step (total / N), for a run whose profiled launches are N identical steps plus a little setup. ncu replays each
 kernel alone (serialised, no overlap), so the sums are kernel time, not wall time: the gap to a
 step's measured time is launch latency and host work.
 """
@@ -37,26 +37,34 @@ def rows(text):
     return list(csv.DictReader(io.StringIO(text[start:])))
 
 
+def summarize(text):
+    """(total microseconds, launches) per short kernel name, and the number of launches."""
+    kernels = [r for r in rows(text) if r.get("Metric Name") == "gpu__time_duration.sum"]
+    total = collections.Counter()
+    count = collections.Counter()
+    for r in kernels:
+        unit = r["Metric Unit"]
+        if unit not in UNITS:
+            raise ValueError(f"unknown time unit {unit!r}")
+        us = float(r["Metric Value"].replace(",", "")) * UNITS[unit]
+        name = short(r["Kernel Name"])
+        total[name] += us
+        count[name] += 1
+    return total, count, len(kernels)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
     ap.add_argument("--steps", type=int, default=0)
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
-    kernels = [r for r in rows(open(a.csv, errors="replace").read())
-               if r.get("Metric Name") == "gpu__time_duration.sum"]
-    if not kernels:
+    total, count, launches = summarize(open(a.csv, errors="replace").read())
+    if not launches:
         print(f"no gpu__time_duration rows in {a.csv}")
         return 1
-    total = collections.Counter()
-    count = collections.Counter()
-    for r in kernels:
-        us = float(r["Metric Value"].replace(",", "")) * UNITS.get(r["Metric Unit"], 1.0)
-        name = short(r["Kernel Name"])
-        total[name] += us
-        count[name] += 1
     whole = sum(total.values())
-    print(f"{len(kernels)} launches, {whole / 1e3:.3f} ms of kernel time")
+    print(f"{launches} launches, {whole / 1e3:.3f} ms of kernel time")
     head = "| kernel | launches | total ms | mean us | share |"
     if a.steps:
         head += " per step us |"
