@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call that checks and measures a change: the GPU tests (tests/gpu/run-all.sh), the
-# 1B rows, a split-size sweep of batch-1 decode attention (--attention_kv_chunk) with a
-# cuBLASLt-only A/B (GISTMEM_GEMV=0), then the 8B rows if time is left. Everything comes back as
+# 1B rows, split sweeps of decode attention (--attention_kv_chunk at batch 1,
+# --attention_ctas_per_sm at 32 x 4K) with a cuBLASLt-only A/B (GISTMEM_GEMV=0), then the 8B rows if time is left. Everything comes back as
 # one file, $OUT/results.tar.xz (ra/: run-all's logs and the call's stdout pieces; b1/, b8/:
 # bench/gpu/run.sh's outputs; sweep.jsonl), because a call returns at most eight files.
 # From the repository root on the GPU machine, carrying .gpu/tests and .gpu-bench:
@@ -27,6 +27,11 @@ bench=(env "LD_LIBRARY_PATH=/tmp/gb/lib:$CB" timeout 30 /tmp/gb/bin/gistmem-gpu-
     "${bench[@]}" --rows=decode --decode_contexts=2048,16384 --decode_policies=full \
       --attention_kv_chunk=$chunk
   done
+  # 32 x 4K: the split aims at N CTAs a multiprocessor; a decode CTA fits 3 (head_dim 64) or 2
+  # (128) at once, so the default 4 makes 1.3 or 2 waves.
+  for ctas in 3 6 12; do
+    "${bench[@]}" --rows=batched --attention_ctas_per_sm=$ctas
+  done
   GISTMEM_GEMV=0 "${bench[@]}" --rows=decode,batched --decode_contexts=2048,16384 \
     --decode_policies=full
 } 2>&1 | grep '^{' | grep -v '"row":"\(env\|done\|d2h\)"' > /tmp/sweep.jsonl
@@ -37,8 +42,8 @@ for line in open(sys.argv[1]):
     d = json.loads(line)
     a = d.get("attention", {})
     print(d.get("row"), d.get("context"), "chunk", a.get("kv_chunk_flag"),
-          "step", round(d.get("ms_per_step", 0), 3), "attention", round(a.get("ms", 0), 3),
-          "ctas", a.get("decode_ctas"), d.get("error", ""))
+          "ctas/SM", a.get("ctas_per_sm_flag"), "step", round(d.get("ms_per_step", 0), 3),
+          "attention", round(a.get("ms", 0), 3), "ctas", a.get("decode_ctas"), d.get("error", ""))
 PY
 left=$((${TOTAL_LIMIT:-540} - (SECONDS - T0)))
 if [ "$left" -gt 150 ]; then
