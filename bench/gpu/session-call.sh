@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device call that checks and measures a change: the GPU tests (tests/gpu/run-all.sh), the
 # 1B rows, split sweeps of decode attention (--attention_kv_chunk at batch 1,
-# --attention_ctas_per_sm at 32 x 4K) with a cuBLASLt-only A/B (GISTMEM_GEMV=0), then the 8B rows if time is left. Everything comes back as
-# one file, $OUT/results.tar.xz (ra/: run-all's logs and the call's stdout pieces; b1/, b8/:
+# --attention_ctas_per_sm at 32 x 4K) with a cuBLASLt-only A/B (GISTMEM_GEMV=0), then the 8B
+# rows if time is left. Everything comes back as one file, $OUT/results.tar.xz (ra/: run-all's logs and the call's stdout pieces; b1/, b8/:
 # bench/gpu/run.sh's outputs; sweep.jsonl), because a call returns at most eight files.
 # From the repository root on the GPU machine, carrying .gpu/tests and .gpu-bench:
 #   TOTAL_LIMIT=540 bash bench/gpu/session-call.sh        # seconds the whole call may take
