@@ -64,6 +64,8 @@ log() { echo "== $* ($((SECONDS - start))s)"; }
 
 CB=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 \
   /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib/libcublasLt.so.13 2>/dev/null | head -1)")
+# Nsight Compute for the profile parts (nsys is not on the GPU machine).
+ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if has ours || has profile || has profile-detail; then
   rm -rf /tmp/gb && mkdir -p /tmp/gb
   python3 -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall('/tmp/gb')" "$BUNDLE" ||
@@ -196,7 +198,6 @@ if has profile; then
   # summed per kernel by bench/gpu/ncu_summary.py -> profile.txt (raw CSVs: profile-csv.tar.xz).
   # An entry is NAME:ARGS with ARGS gistmem-gpu-bench flags joined by '+'.
   shape=${SHAPES%%,*}
-  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   runs=${PROFILE_RUNS:-"decode2k:--rows=decode+--decode_contexts=2048+--decode_policies=full+--steps=3+--warmup=1 decode16k:--rows=decode+--decode_contexts=16384+--decode_policies=full,gist+--steps=3+--warmup=1 batched:--rows=batched+--steps=2+--warmup=1 prefill:--rows=prefill+--prefill_reps=1"}
   : > "$OUT/profile.txt"
   mkdir -p /tmp/gb/prof
@@ -223,7 +224,6 @@ if has profile-detail; then
   # on a few launches of the kernels PROFILE_KERNEL names (a regex; default the attention
   # kernels) in the PROFILE_DETAIL_ARGS run of the first shape -> profile-detail.txt.
   shape=${SHAPES%%,*} cap=$(lim 200)
-  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   args=${PROFILE_DETAIL_ARGS:-"--rows=decode+--decode_contexts=16384+--decode_policies=full+--steps=2+--warmup=1"}
   log "profile-detail $shape (cap ${cap}s)"
   if [ -n "$ncu_bin" ]; then
